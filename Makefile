@@ -1,0 +1,99 @@
+# anonproxy — one GNU Makefile. `make` builds bin/anonproxy and bin/anonctl, `make test`
+# builds and runs the whole suite, `make run` starts the proxy on conf/anonproxy.json.
+# Libraries come from Debian packages through pkg-config; tools/deps.sh installs them
+# when they are missing and we are root. Quiet unless V=1.
+
+CC ?= cc
+OPT ?= -O2
+CFLAGS ?= $(OPT) -g
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -Iproxy
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS) -MMD -MP
+LDFLAGS ?=
+CONF ?= conf/anonproxy.json
+B ?= build
+
+ifneq ($(V),1)
+Q := @
+say = @printf '  %-6s %s\n' $(1) $(2);
+else
+say =
+endif
+
+all: bin/anonproxy bin/anonctl devkey
+
+# build/config.mk is made by tools/deps.sh (installing packages if needed); make then
+# restarts with the pkg-config flags it holds.
+-include $(B)/config.mk
+$(B)/config.mk: tools/deps.sh
+	@mkdir -p $(B)
+	$(Q)./tools/deps.sh > $@.tmp && mv $@.tmp $@
+
+LIB_SRC := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+UNIT_SRC := $(wildcard tests/unit/*_test.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+TEST_SUPPORT := $(wildcard tests/support/*.c)
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(B)/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:%.c=$(B)/%)
+
+.PHONY: all test unit integration run clean fmt bench asan fuzz devkey
+
+$(B)/%.o: %.c $(B)/config.mk
+	@mkdir -p $(@D)
+	$(call say,CC,$<)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/libap.a: $(LIB_OBJ)
+	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
+
+bin/anonproxy: $(B)/proxy/main.o $(B)/libap.a
+	@mkdir -p bin
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+bin/anonctl: $(B)/tools/anonctl.o $(B)/libap.a
+	@mkdir -p bin
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/tests/%_test: $(B)/tests/unit/%_test.o $(TEST_SUPPORT_OBJ) $(B)/libap.a
+	@mkdir -p $(@D)
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(B)/bench/%: $(B)/bench/%.o $(B)/libap.a
+	@mkdir -p $(@D)
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# The development key that conf/anonproxy.json names. Never committed (see .gitignore);
+# made once with mode 0600 so the loader's permission check passes.
+devkey: conf/dev.key
+conf/dev.key:
+	$(call say,KEY,$@)umask 077 && head -c 32 /dev/urandom > $@
+
+# Each unit binary runs on its own so one crash names its module; then the integration
+# scripts, which start real servers on loopback.
+test: all $(UNIT_BIN) $(BENCH_BIN)
+	@fail=0; for t in $(UNIT_BIN); do \
+		printf '== %s\n' $$t; $$t --jobs 2 -q || { echo "FAILED: $$t"; fail=1; }; done; \
+	for t in $(wildcard tests/integration/*_test.sh); do \
+		printf '== %s\n' $$t; B=$(B) $$t || { echo "FAILED: $$t"; fail=1; }; done; \
+	exit $$fail
+
+unit: $(UNIT_BIN)
+	@for t in $(UNIT_BIN); do $$t --jobs 2 -q || exit 1; done
+
+bench: all $(BENCH_BIN)
+	$(B)/bench/scrub_bench
+
+run: all
+	./bin/anonproxy -c $(CONF)
+
+asan:
+	$(MAKE) B=build-asan OPT=-O1 SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' test
+
+fmt:
+	clang-format -i proxy/*.[ch] tools/*.c tests/unit/*.c tests/support/*.[ch] tests/fuzz/*.c bench/*.c
+
+clean:
+	rm -rf build build-asan build-fuzz bin
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
