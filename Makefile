@@ -35,6 +35,10 @@ UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 TEST_SUPPORT := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(B)/%.o)
+FUZZ_SRC := $(wildcard tests/fuzz/*_fuzz.c)
+FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_TIME ?= 60
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(B)/%)
 
@@ -63,6 +67,29 @@ $(B)/bench/%: $(B)/bench/%.o $(B)/libap.a
 	@mkdir -p $(@D)
 	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
+# Fuzz targets twice: linked with a small replay driver (gcc, part of `make test`: every
+# committed seed must keep its invariant), and with libFuzzer (clang) for `make fuzz`.
+$(B)/fuzz/%_fuzz: $(B)/tests/fuzz/%_fuzz.o $(B)/tests/fuzz/replay.o $(B)/libap.a
+	@mkdir -p $(@D)
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build-fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(LIB_SRC) $(B)/config.mk
+	@mkdir -p $(@D)
+	@ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && apt-get install -y -q clang libclang-rt-14-dev; }
+	$(call say,FUZZ,$@)clang -std=c11 $(CPPFLAGS) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ \
+		tests/fuzz/$*_fuzz.c $(LIB_SRC) $(PKG_LIBS) -lm
+
+# `make fuzz` runs every target FUZZ_TIME seconds (FUZZ=name for one); new inputs go to
+# build-fuzz/corpus/<name>, the committed seeds stay as they are.
+fuzz: $(if $(FUZZ),build-fuzz/$(FUZZ)_fuzz,$(FUZZ_BIN))
+	@for f in $^; do n=$$(basename $$f _fuzz); mkdir -p build-fuzz/corpus/$$n; \
+		d=tests/fuzz/$$n.dict; [ -f $$d ] && d=-dict=$$d || d=; \
+		echo "== fuzz $$n for $(FUZZ_TIME)s"; \
+		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d \
+			build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; done
+
 # The development key that conf/anonproxy.json names. Never committed (see .gitignore);
 # made once with mode 0600 so the loader's permission check passes.
 devkey: conf/dev.key
@@ -71,9 +98,11 @@ conf/dev.key:
 
 # Each unit binary runs on its own so one crash names its module; then the integration
 # scripts, which start real servers on loopback.
-test: all $(UNIT_BIN) $(BENCH_BIN)
+test: all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	@fail=0; for t in $(UNIT_BIN); do \
 		printf '== %s\n' $$t; $$t --jobs 2 -q || { echo "FAILED: $$t"; fail=1; }; done; \
+	for t in $(FUZZ_REPLAY); do n=$$(basename $$t _fuzz); \
+		$$t tests/fuzz/corpus/$$n || { echo "FAILED: $$t"; fail=1; }; done; \
 	for t in $(wildcard tests/integration/*_test.sh); do \
 		printf '== %s\n' $$t; B=$(B) $$t || { echo "FAILED: $$t"; fail=1; }; done; \
 	exit $$fail
