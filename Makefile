@@ -7,7 +7,7 @@ CC ?= cc
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CPPFLAGS += -D_GNU_SOURCE -Iproxy
+CPPFLAGS += -D_GNU_SOURCE -Iproxy -Itests/support
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS ?=
 CONF ?= conf/anonproxy.json
@@ -100,7 +100,7 @@ conf/dev.key:
 # scripts, which start real servers on loopback.
 test: all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	@fail=0; for t in $(UNIT_BIN); do \
-		printf '== %s\n' $$t; $$t --jobs 2 -q || { echo "FAILED: $$t"; fail=1; }; done; \
+		printf '== %s\n' $$t; $$t --jobs 2 --timeout 300 || { echo "FAILED: $$t"; fail=1; }; done; \
 	for t in $(FUZZ_REPLAY); do n=$$(basename $$t _fuzz); \
 		$$t tests/fuzz/corpus/$$n || { echo "FAILED: $$t"; fail=1; }; done; \
 	for t in $(wildcard tests/integration/*_test.sh); do \
@@ -108,7 +108,7 @@ test: all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 	exit $$fail
 
 unit: $(UNIT_BIN)
-	@for t in $(UNIT_BIN); do $$t --jobs 2 -q || exit 1; done
+	@for t in $(UNIT_BIN); do $$t --jobs 2 --timeout 300 || exit 1; done
 
 bench: all $(BENCH_BIN)
 	$(B)/bench/scrub_bench

@@ -16,11 +16,11 @@
  *   ROUND        the number rounded half away from zero to act->decimals places, printed
  *                with exactly that many decimals; a non-number becomes "";
  *   KEEP         the value unchanged.
- * A placeholder (ap_detect_placeholder for act->cls) is copied unchanged. DROP is the
- * caller's business and is refused here (AP_ERR).
- * <numeric> says the value was a JSON number; *numeric_out is set when the result may be
- * written back as a bare JSON number (input numeric and output a valid JSON number).
- * Returns AP_OK, or AP_ERR (memory, OpenSSL failure, DROP). */
+ * A placeholder (ap_detect_placeholder for act->cls) is copied unchanged by every action. DROP is
+ * the caller's business and is refused here (AP_ERR). <numeric> says the value was a JSON number;
+ * *numeric_out is set when the result may be written back as a bare JSON number (input numeric and
+ * output a valid JSON number; hex and base64url pseudonyms never are, so a field's type does not
+ * depend on its hash). Returns AP_OK, or AP_ERR (memory, OpenSSL failure, DROP). */
 int ap_action_apply(struct ap_pseudo *ps, const struct ap_action *act, const char *in, size_t n,
                     bool numeric, struct ap_buf *out, bool *numeric_out);
 

@@ -3,8 +3,10 @@
 #ifndef AP_H
 #define AP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define AP_OK    0
 #define AP_ERR   (-1)
@@ -28,6 +30,35 @@ struct ap_span {
 };
 
 #define AP_SPAN(s) ((struct ap_span){(s), sizeof(s) - 1})
+
+/* True when <s> equals the lower-case ASCII literal <lit>, ignoring ASCII case. */
+static inline bool ap_span_ieq(struct ap_span s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if (s.n != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s.p[i];
+		if (c >= 'A' && c <= 'Z')
+			c |= 0x20;
+		if (c != lit[i])
+			return false;
+	}
+	return true;
+}
+
+/* <s> without leading and trailing spaces and tabs (HTTP's optional white space). */
+static inline struct ap_span ap_span_trim(struct ap_span s)
+{
+	while (s.n && (s.p[0] == ' ' || s.p[0] == '\t')) {
+		s.p++;
+		s.n--;
+	}
+	while (s.n && (s.p[s.n - 1] == ' ' || s.p[s.n - 1] == '\t'))
+		s.n--;
+	return s;
+}
 
 /* Identifier classes. The order is the wire order of metrics and the config names below;
  * append only. */

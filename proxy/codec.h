@@ -20,7 +20,8 @@ struct ap_b64_style {
 /* Decodes <in, n> (standard or URL alphabet, padded or not, no whitespace, no mixing of
  * alphabets) and appends the bytes to <out>. Fills *style with what it saw. Returns AP_OK,
  * or AP_ERR with *why set to a static reason (bad character, bad length, bad padding,
- * non-zero trailing bits, out of memory); <out> may then hold partial output. */
+ * non-zero trailing bits, out of memory); <out> is then left as it was. An empty input
+ * gives AP_OK and the style {url = false, padded = true}. */
 int ap_base64_decode(const char *in, size_t n, struct ap_buf *out, struct ap_b64_style *style,
                      const char **why);
 
@@ -43,7 +44,8 @@ struct ap_zctx {
 	z_stream def[3]; /* one deflater per format, made on first use */
 	bool inf_ready;
 	bool def_ready[3];
-	int level; /* compression level for re-encoding; 0 means zlib's default (6) */
+	int level; /* compression level for re-encoding, read when a format's deflater is first
+	              made; 0 means zlib's default (6) */
 };
 
 void ap_zctx_free(struct ap_zctx *z);
@@ -52,7 +54,9 @@ void ap_zctx_free(struct ap_zctx *z);
  * AP_Z_ZLIB for "deflate" (a zlib stream; raw deflate is accepted too and *fmt then set to
  * AP_Z_RAW). Refuses (AP_ERR, *why static) a corrupt stream, a bad checksum, a truncated
  * stream, trailing garbage, and output beyond <max_out> bytes — which is checked as it
- * inflates, so a bomb costs at most max_out bytes of memory. */
+ * inflates: at most max_out + 1 bytes are inflated (the buffer may grow to the next power
+ * of two), so a bomb costs little. AP_Z_RAW is accepted as input too. On AP_ERR <out> is
+ * left as it was, though *fmt may already say AP_Z_RAW. */
 int ap_z_decode(struct ap_zctx *z, enum ap_zfmt *fmt, const void *in, size_t n, struct ap_buf *out,
                 size_t max_out, const char **why);
 

@@ -22,7 +22,8 @@ enum ap_det {
 
 /* Returns the class of <s, n> under the enabled detectors <mask>, or AP_CLASS_NONE.
  * <numeric> says the value was a JSON number (only digit detectors apply then).
- * Classes returned: IMEI, MEID, IMSI, ICCID, MAC, ADID, IP, PHONE, EMAIL. */
+ * Classes returned: IMEI, MEID, IMSI, ICCID, MAC, ADID, IP, PHONE, EMAIL. A value longer
+ * than 254 bytes is never matched. */
 enum ap_class ap_detect(const char *s, size_t n, unsigned mask, bool numeric);
 
 /* Parses a detector name ("imei", "imsi", "iccid", "mac", "uuid", "ip", "phone",
@@ -35,12 +36,15 @@ unsigned ap_detect_parse(const char *name);
 bool ap_detect_placeholder(enum ap_class cls, const char *s, size_t n);
 
 /* Luhn: ap_luhn_ok checks the last digit of <d, n> (ASCII digits only); ap_luhn_digit
- * returns the check digit ('0'..'9') to append to <d, n>. */
+ * returns the check digit ('0'..'9') to append to <d, n>. A byte that is not a digit makes
+ * ap_luhn_ok false and counts as 0 in ap_luhn_digit. */
 bool ap_luhn_ok(const char *d, size_t n);
 char ap_luhn_digit(const char *d, size_t n);
 
 /* IP text parsing shared with truncate_ip and the header scrubber. Returns 4 or 6 and
- * fills <addr> (network order), or 0 if <s, n> is not exactly one address. */
+ * fills <addr> (network order), or 0 if <s, n> is not exactly one address. <addr> is
+ * written only on success; for IPv4, addr[0..3] hold it and the rest is zero. Accepts
+ * what glibc's inet_pton accepts (no leading zeros in a dotted quad, no zone id). */
 int ap_ip_parse(const char *s, size_t n, uint8_t addr[16]);
 
 #endif

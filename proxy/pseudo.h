@@ -40,9 +40,8 @@ void ap_keyring_wipe(struct ap_keyring *kr);
 /* Per-worker HMAC state for one key. Not shareable between threads. */
 struct ap_pseudo {
 	const struct ap_key *key;
-	void *mac;     /* EVP_MAC * */
-	void *ctx;     /* EVP_MAC_CTX *, keyed once */
-	void *scratch; /* EVP_MAC_CTX *, copied from ctx per hash */
+	void *mac; /* EVP_MAC * */
+	void *ctx; /* EVP_MAC_CTX *, keyed once, re-initialised (not re-keyed) per hash */
 };
 
 /* Prepares HMAC-SHA256 under <key> (borrowed: must outlive ps). AP_OK or AP_ERR. */
@@ -64,8 +63,10 @@ int ap_pseudo_hmac(struct ap_pseudo *ps, const void *in, size_t n, unsigned char
  *     bytes kept; then class fix-ups: a 15-digit IMEI gets a valid Luhn digit, a MAC gets
  *     the locally-administered bit set and the multicast bit cleared, a UUID gets version
  *     4 and the RFC 4122 variant. When <numeric> (a JSON number) the first digit is never
- *     '0'. Keyed and deterministic; output bytes are derived from an HMAC stream, without
- *     modulo bias.
+ *     '0', and only the digits change (an 'e' stays an exponent; of the fix-ups only the
+ *     IMEI one runs). Keyed and deterministic; output bytes are derived from an HMAC
+ *     stream, without modulo bias.
+ * The key-id prefix applies to hex and base64url only: it would break a preserved shape.
  * Returns AP_OK or AP_ERR (memory, OpenSSL failure). */
 int ap_pseudo_make(struct ap_pseudo *ps, const struct ap_action *act, const char *in, size_t n,
                    bool numeric, struct ap_buf *out);

@@ -1,0 +1,1126 @@
+/* jansson → struct ap_conf. Every key is checked against the list of keys its object may
+ * hold (a typo is an error, not a silent default) and every error names its key path.
+ * Limits are a table of {name, offset, min, max, default}, as nginx does directives. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "detect.h"
+
+struct cctx {
+	char *err;
+	const char *file;
+	const char *dir;
+	char path[256];
+	size_t plen;
+};
+
+static int fail(struct cctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends <s> to the NUL-terminated <dst> of <cap> bytes, cutting what does not fit. */
+static void cat(char *dst, size_t cap, const char *s)
+{
+	size_t d = strlen(dst), n = strlen(s);
+
+	if (d + 1 >= cap)
+		return;
+	if (n > cap - 1 - d)
+		n = cap - 1 - d;
+	memcpy(dst + d, s, n);
+	dst[d + n] = 0;
+}
+
+static int fail(struct cctx *x, const char *fmt, ...)
+{
+	char msg[AP_CONF_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	x->err[0] = 0;
+	if (x->file) {
+		cat(x->err, AP_CONF_ERR_MAX, x->file);
+		cat(x->err, AP_CONF_ERR_MAX, ": ");
+	}
+	if (x->plen) {
+		cat(x->err, AP_CONF_ERR_MAX, x->path);
+		cat(x->err, AP_CONF_ERR_MAX, ": ");
+	}
+	cat(x->err, AP_CONF_ERR_MAX, msg);
+	return AP_ERR;
+}
+
+static size_t push(struct cctx *x, const char *key)
+{
+	size_t old = x->plen;
+
+	if (x->plen)
+		cat(x->path, sizeof(x->path), ".");
+	cat(x->path, sizeof(x->path), key);
+	x->plen = strlen(x->path);
+	return old;
+}
+
+static size_t push_idx(struct cctx *x, size_t i)
+{
+	size_t old = x->plen;
+	char b[24];
+
+	snprintf(b, sizeof(b), "[%zu]", i);
+	cat(x->path, sizeof(x->path), b);
+	x->plen = strlen(x->path);
+	return old;
+}
+
+static void pop(struct cctx *x, size_t old)
+{
+	x->plen = old;
+	x->path[old] = 0;
+}
+
+/* Refuses any key of <o> not in <allowed> (NULL-terminated). */
+static int only_keys(struct cctx *x, json_t *o, const char *const *allowed)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v)
+	{
+		const char *const *a;
+		for (a = allowed; *a && strcmp(*a, k) != 0; a++)
+			;
+		if (!*a) {
+			size_t o2 = push(x, k);
+			fail(x, "unknown key");
+			pop(x, o2);
+			return AP_ERR;
+		}
+	}
+	return AP_OK;
+}
+
+static int need_object(struct cctx *x, json_t *v)
+{
+	return json_is_object(v) ? AP_OK : fail(x, "must be an object");
+}
+
+static int get_string(struct cctx *x, json_t *o, const char *key, bool required, const char **out)
+{
+	json_t *v = json_object_get(o, key);
+	size_t old;
+
+	*out = NULL;
+	if (!v)
+		return required ? (old = push(x, key), fail(x, "required"), pop(x, old), AP_ERR)
+		                : AP_OK;
+	if (!json_is_string(v) || json_string_length(v) == 0) {
+		old = push(x, key);
+		fail(x, "must be a non-empty string");
+		pop(x, old);
+		return AP_ERR;
+	}
+	*out = json_string_value(v);
+	return AP_OK;
+}
+
+static int get_bool(struct cctx *x, json_t *o, const char *key, bool *out)
+{
+	json_t *v = json_object_get(o, key);
+	size_t old;
+
+	if (!v)
+		return AP_OK;
+	if (!json_is_boolean(v)) {
+		old = push(x, key);
+		fail(x, "must be true or false");
+		pop(x, old);
+		return AP_ERR;
+	}
+	*out = json_is_true(v);
+	return AP_OK;
+}
+
+static int get_uint(struct cctx *x, json_t *o, const char *key, size_t lo, size_t hi, size_t *out)
+{
+	json_t *v = json_object_get(o, key);
+	size_t old;
+
+	if (!v)
+		return AP_OK;
+	if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)lo ||
+	    (unsigned long long)json_integer_value(v) > hi) {
+		old = push(x, key);
+		fail(x, "must be an integer from %zu to %zu", lo, hi);
+		pop(x, old);
+		return AP_ERR;
+	}
+	*out = (size_t)json_integer_value(v);
+	return AP_OK;
+}
+
+static char *dupstr(const char *s)
+{
+	char *d = s ? strdup(s) : NULL;
+	if (s && !d) {
+		fprintf(stderr, "anonproxy: out of memory loading the configuration\n");
+		exit(1);
+	}
+	return d;
+}
+
+static char *resolve(struct cctx *x, const char *file)
+{
+	char *p;
+
+	if (file[0] == '/' || !x->dir || !x->dir[0])
+		return dupstr(file);
+	if (asprintf(&p, "%s/%s", x->dir, file) < 0) {
+		fprintf(stderr, "anonproxy: out of memory loading the configuration\n");
+		exit(1);
+	}
+	return p;
+}
+
+/* ---- limits ---- */
+
+static const struct limit_def {
+	const char *name;
+	size_t off, min, max, dflt;
+} limit_defs[] = {
+        {"header_bytes", offsetof(struct ap_limits, header_bytes), 1024, 1 << 20, 16384},
+        {"headers", offsetof(struct ap_limits, headers), 8, 1000, 100},
+        {"uri_bytes", offsetof(struct ap_limits, uri_bytes), 64, 1 << 20, 8192},
+        {"body_bytes", offsetof(struct ap_limits, body_bytes), 0, 1u << 30, 1 << 20},
+        {"decoded_bytes", offsetof(struct ap_limits, decoded_bytes), 1024, 1u << 30, 8 << 20},
+        {"json_depth", offsetof(struct ap_limits, json_depth), 2, AP_DEPTH_LIMIT, AP_DEPTH_DEFAULT},
+        {"client_header_timeout_ms", offsetof(struct ap_limits, client_header_timeout_ms), 1,
+         3600000, 10000},
+        {"client_body_timeout_ms", offsetof(struct ap_limits, client_body_timeout_ms), 1, 3600000,
+         30000},
+        {"client_idle_timeout_ms", offsetof(struct ap_limits, client_idle_timeout_ms), 1, 3600000,
+         60000},
+        {"upstream_connect_timeout_ms", offsetof(struct ap_limits, upstream_connect_timeout_ms), 1,
+         3600000, 3000},
+        {"upstream_response_timeout_ms", offsetof(struct ap_limits, upstream_response_timeout_ms),
+         1, 3600000, 30000},
+};
+
+static int parse_limits(struct cctx *x, json_t *o, struct ap_limits *l)
+{
+	size_t old;
+
+	for (size_t i = 0; i < AP_ARRAY_LEN(limit_defs); i++)
+		*(size_t *)((char *)l + limit_defs[i].off) = limit_defs[i].dflt;
+	if (!o)
+		return AP_OK;
+	old = push(x, "limits");
+	if (need_object(x, o) != AP_OK)
+		return AP_ERR;
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach(o, k, v)
+		{
+			const struct limit_def *d = NULL;
+			for (size_t i = 0; i < AP_ARRAY_LEN(limit_defs); i++)
+				if (strcmp(limit_defs[i].name, k) == 0)
+					d = &limit_defs[i];
+			if (!d) {
+				push(x, k);
+				return fail(x, "unknown key");
+			}
+			if (get_uint(x, o, k, d->min, d->max, (size_t *)((char *)l + d->off)) !=
+			    AP_OK)
+				return AP_ERR;
+		}
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+/* ---- keys ---- */
+
+static int parse_keys(struct cctx *x, json_t *o, struct ap_keyring *kr)
+{
+	static const char *const allowed[] = {"active", "files", NULL};
+	const char *active, *id;
+	json_t *files, *v;
+	size_t old = push(x, "keys");
+
+	if (!o)
+		return fail(x, "required: the keys pseudonyms are made with");
+	if (need_object(x, o) != AP_OK || only_keys(x, o, allowed) != AP_OK ||
+	    get_string(x, o, "active", true, &active) != AP_OK)
+		return AP_ERR;
+	files = json_object_get(o, "files");
+	{
+		size_t o2 = push(x, "files");
+		if (!files)
+			return fail(x, "required");
+		if (!json_is_object(files) || json_object_size(files) == 0)
+			return fail(x, "must map key ids to key files");
+		if (json_object_size(files) > AP_KEYS_MAX)
+			return fail(x, "at most %d keys", AP_KEYS_MAX);
+		kr->active = -1;
+		json_object_foreach(files, id, v)
+		{
+			char kerr[AP_CONF_ERR_MAX], *file;
+			size_t o3 = push(x, id);
+			int rc;
+
+			if (!json_is_string(v))
+				return fail(x, "must be a file name");
+			file = resolve(x, json_string_value(v));
+			rc = ap_key_load(&kr->keys[kr->nkeys], id, file, kerr, sizeof(kerr));
+			free(file);
+			if (rc != AP_OK)
+				return fail(x, "%s", kerr);
+			if (strcmp(id, active) == 0)
+				kr->active = kr->nkeys;
+			kr->nkeys++;
+			pop(x, o3);
+		}
+		pop(x, o2);
+	}
+	if (kr->active < 0) {
+		push(x, "active");
+		return fail(x, "\"%s\" is not one of the key ids in keys.files", active);
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+/* ---- actions ---- */
+
+static int parse_action(struct cctx *x, json_t *o, enum ap_class cls, struct ap_action *a)
+{
+	const char *name, *fmt = NULL;
+	size_t v;
+	int act;
+
+	memset(a, 0, sizeof(*a));
+	a->cls = (uint8_t)cls;
+	if (json_is_string(o)) {
+		name = json_string_value(o);
+		o = NULL;
+	} else if (get_string(x, o, "action", true, &name) != AP_OK)
+		return AP_ERR;
+	if ((act = ap_act_parse(name)) < 0) {
+		if (o)
+			push(x, "action");
+		return fail(x,
+		            "unknown action \"%.32s\" (drop, hash, mask, truncate_ip, round, keep)",
+		            name);
+	}
+	a->act = (uint8_t)act;
+	switch (act) {
+	case AP_ACT_HASH:
+		a->length = 0;
+		break;
+	case AP_ACT_MASK:
+		a->length = 4;
+		break;
+	case AP_ACT_TRUNCATE_IP:
+		a->v4bits = 24;
+		a->v6bits = 48;
+		break;
+	case AP_ACT_ROUND:
+		a->decimals = 2;
+		break;
+	}
+	if (!o)
+		return AP_OK;
+
+	/* Parameters belong to one action each: a "decimals" on a hash is a mistake. */
+	static const struct {
+		const char *key;
+		int act;
+	} params[] = {{"format", AP_ACT_HASH},
+	              {"length", AP_ACT_HASH},
+	              {"key_id", AP_ACT_HASH},
+	              {"keep", AP_ACT_MASK},
+	              {"decimals", AP_ACT_ROUND},
+	              {"ipv4_prefix", AP_ACT_TRUNCATE_IP},
+	              {"ipv6_prefix", AP_ACT_TRUNCATE_IP}};
+	for (size_t i = 0; i < AP_ARRAY_LEN(params); i++)
+		if (json_object_get(o, params[i].key) && params[i].act != act) {
+			push(x, params[i].key);
+			return fail(x, "applies to action \"%s\" only", ap_act_name(params[i].act));
+		}
+	if (get_string(x, o, "format", false, &fmt) != AP_OK)
+		return AP_ERR;
+	if (fmt) {
+		if (strcmp(fmt, "hex") == 0)
+			a->fmt = AP_HASH_HEX;
+		else if (strcmp(fmt, "base64url") == 0)
+			a->fmt = AP_HASH_B64URL;
+		else if (strcmp(fmt, "preserve") == 0)
+			a->fmt = AP_HASH_PRESERVE;
+		else {
+			push(x, "format");
+			return fail(x, "unknown format \"%.32s\" (hex, base64url, preserve)", fmt);
+		}
+	}
+	v = 0;
+	if (get_uint(x, o, "length", 4, a->fmt == AP_HASH_B64URL ? 43 : 64, &v) != AP_OK)
+		return AP_ERR;
+	if (v && a->fmt == AP_HASH_PRESERVE) {
+		push(x, "length");
+		return fail(x, "a preserve-format hash has the length of its input");
+	}
+	a->length = (uint8_t)v;
+	{
+		bool kid = false;
+		if (get_bool(x, o, "key_id", &kid) != AP_OK)
+			return AP_ERR;
+		if (kid && a->fmt == AP_HASH_PRESERVE) {
+			push(x, "key_id");
+			return fail(x, "a preserve-format hash cannot carry a key id prefix");
+		}
+		a->key_id = kid;
+	}
+	v = a->length;
+	if (act == AP_ACT_MASK && get_uint(x, o, "keep", 0, 64, &v) != AP_OK)
+		return AP_ERR;
+	if (act == AP_ACT_MASK)
+		a->length = (uint8_t)v;
+	v = a->decimals;
+	if (get_uint(x, o, "decimals", 0, 10, &v) != AP_OK)
+		return AP_ERR;
+	a->decimals = (uint8_t)v;
+	v = a->v4bits;
+	if (get_uint(x, o, "ipv4_prefix", 0, 32, &v) != AP_OK)
+		return AP_ERR;
+	a->v4bits = (uint8_t)v;
+	v = a->v6bits;
+	if (get_uint(x, o, "ipv6_prefix", 0, 128, &v) != AP_OK)
+		return AP_ERR;
+	a->v6bits = (uint8_t)v;
+	return AP_OK;
+}
+
+static bool has_action_keys(json_t *o)
+{
+	static const char *const k[] = {"action",   "format",      "length",      "key_id", "keep",
+	                                "decimals", "ipv4_prefix", "ipv6_prefix", NULL};
+	for (const char *const *p = k; *p; p++)
+		if (json_object_get(o, *p))
+			return true;
+	return false;
+}
+
+/* ---- rulesets ---- */
+
+static int parse_codec(struct cctx *x, json_t *arr, struct ap_field *f)
+{
+	size_t old = push(x, "codec"), i;
+	json_t *v;
+
+	if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > AP_CODEC_MAX)
+		return fail(
+		        x,
+		        "must be a list of 1 to %d codecs, e.g. [\"base64\", \"gzip\", \"json\"]",
+		        AP_CODEC_MAX);
+	json_array_foreach(arr, i, v)
+	{
+		static const char *const names[] = {
+		        [AP_CODEC_BASE64] = "base64",   [AP_CODEC_GZIP] = "gzip",
+		        [AP_CODEC_DEFLATE] = "deflate", [AP_CODEC_JSON] = "json",
+		        [AP_CODEC_NDJSON] = "ndjson",   [AP_CODEC_FORM] = "form"};
+		const char *s = json_string_value(v);
+		int c = 0;
+		bool last = i + 1 == json_array_size(arr), terminal;
+		size_t o2 = push_idx(x, i);
+
+		for (int k = 1; s && k < (int)AP_ARRAY_LEN(names); k++)
+			if (strcmp(s, names[k]) == 0)
+				c = k;
+		if (!c)
+			return fail(x,
+			            "unknown codec \"%.32s\" (base64, gzip, deflate, json, ndjson, "
+			            "form)",
+			            s ? s : "");
+		terminal = c == AP_CODEC_JSON || c == AP_CODEC_NDJSON || c == AP_CODEC_FORM;
+		if (terminal != last)
+			return fail(x, last ? "the last codec must be json, ndjson or form"
+			                    : "json, ndjson and form can only come last");
+		f->codec[f->ncodec++] = (uint8_t)c;
+		pop(x, o2);
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+/* A field entry or a header entry: class + action, or a codec chain. */
+static int parse_field(struct cctx *x, json_t *o, const struct ap_ruleset *rs, struct ap_field *f)
+{
+	const char *cname;
+	json_t *codec = json_object_get(o, "codec");
+	int cls = AP_CLASS_OTHER;
+
+	memset(f, 0, sizeof(*f));
+	if (get_string(x, o, "class", false, &cname) != AP_OK)
+		return AP_ERR;
+	if (codec) {
+		if (cname || has_action_keys(o))
+			return fail(x,
+			            "an entry has either a codec or a class and action, not both");
+		return parse_codec(x, codec, f);
+	}
+	if (!cname) {
+		push(x, "class");
+		return fail(x, "required (or a codec)");
+	}
+	if ((cls = ap_class_parse(cname)) < 0) {
+		push(x, "class");
+		return fail(x, "unknown identifier class \"%.32s\"", cname);
+	}
+	if (has_action_keys(o))
+		return parse_action(x, o, (enum ap_class)cls, &f->act);
+	if (rs->class_act[cls].act == AP_ACT_NONE) {
+		return fail(x, "no action: give one here or in classes.%s", cname);
+	}
+	f->act = rs->class_act[cls];
+	return AP_OK;
+}
+
+static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_ruleset *rs)
+{
+	static const char *const allowed[] = {"detect", "classes", "fields",    "headers",
+	                                      "query",  "strict",  "scan_keys", NULL};
+	static const char *const field_keys[] = {
+	        "class",  "keys", "paths",    "codec",       "action",      "format", "length",
+	        "key_id", "keep", "decimals", "ipv4_prefix", "ipv6_prefix", NULL};
+	static const char *const header_keys[] = {
+	        "name",   "class", "codec",    "action",      "format",      "length",
+	        "key_id", "keep",  "decimals", "ipv4_prefix", "ipv6_prefix", NULL};
+	json_t *detect = json_object_get(o, "detect"), *classes = json_object_get(o, "classes");
+	json_t *fields = json_object_get(o, "fields"), *headers = json_object_get(o, "headers");
+	json_t *v;
+	size_t i, nkeys = 0, npaths = 0, nf, nh;
+	bool query = true, scan_keys = true;
+
+	rs->name = dupstr(name);
+	if (need_object(x, o) != AP_OK || only_keys(x, o, allowed) != AP_OK)
+		return AP_ERR;
+	if (get_bool(x, o, "query", &query) != AP_OK || get_bool(x, o, "scan_keys", &scan_keys))
+		return AP_ERR;
+	rs->query = query;
+	rs->scrub_keys = scan_keys;
+
+	if (detect) {
+		size_t old = push(x, "detect");
+		if (!json_is_array(detect))
+			return fail(x, "must be a list of detectors");
+		json_array_foreach(detect, i, v)
+		{
+			unsigned bit =
+			        json_is_string(v) ? ap_detect_parse(json_string_value(v)) : 0;
+			if (!bit) {
+				push_idx(x, i);
+				return fail(x, "unknown detector (imei, imsi, iccid, mac, uuid, "
+				               "ip, phone, email)");
+			}
+			rs->detect |= bit;
+		}
+		pop(x, old);
+	}
+	if (classes) {
+		size_t old = push(x, "classes");
+		const char *cn;
+		if (need_object(x, classes) != AP_OK)
+			return AP_ERR;
+		json_object_foreach(classes, cn, v)
+		{
+			int c = ap_class_parse(cn);
+			size_t o2 = push(x, cn);
+			if (c < 0)
+				return fail(x, "unknown identifier class");
+			if (!json_is_string(v) && !json_is_object(v))
+				return fail(x, "must be an action name or an action object");
+			if (json_is_object(v)) {
+				static const char *const ak[] = {
+				        "action",   "format",      "length",      "key_id", "keep",
+				        "decimals", "ipv4_prefix", "ipv6_prefix", NULL};
+				if (only_keys(x, v, ak) != AP_OK)
+					return AP_ERR;
+			}
+			if (parse_action(x, v, (enum ap_class)c, &rs->class_act[c]) != AP_OK)
+				return AP_ERR;
+			pop(x, o2);
+		}
+		pop(x, old);
+	}
+	nf = fields ? json_array_size(fields) : 0;
+	nh = headers ? json_array_size(headers) : 0;
+	if (fields && !json_is_array(fields)) {
+		push(x, "fields");
+		return fail(x, "must be a list");
+	}
+	if (headers && !json_is_array(headers)) {
+		push(x, "headers");
+		return fail(x, "must be a list");
+	}
+	if (nh > AP_HEADERS_MAX) {
+		push(x, "headers");
+		return fail(x, "at most %d headers", AP_HEADERS_MAX);
+	}
+	if (nf + nh > UINT16_MAX)
+		return fail(x, "too many fields");
+	rs->fields = calloc(nf + nh + 1, sizeof(*rs->fields));
+	rs->headers = calloc(nh + 1, sizeof(*rs->headers));
+	if (!rs->fields || !rs->headers)
+		return fail(x, "out of memory");
+	json_array_foreach(fields, i, v)
+	{
+		json_t *k = json_object_get(v, "keys"), *p = json_object_get(v, "paths");
+		nkeys += json_is_array(k) ? json_array_size(k) : 0;
+		npaths += json_is_array(p) ? json_array_size(p) : 0;
+	}
+	if (npaths > AP_PATHS_MAX) {
+		push(x, "fields");
+		return fail(x, "at most %d paths in one ruleset", AP_PATHS_MAX);
+	}
+	rs->paths = calloc(npaths + 1, sizeof(*rs->paths));
+	if (!rs->paths || ap_rules_keys_init(rs, nkeys) != AP_OK)
+		return fail(x, "out of memory");
+
+	{
+		size_t old = push(x, "fields");
+		json_array_foreach(fields, i, v)
+		{
+			size_t o2 = push_idx(x, i), j;
+			json_t *keys, *paths, *s;
+
+			if (need_object(x, v) != AP_OK || only_keys(x, v, field_keys) != AP_OK ||
+			    parse_field(x, v, rs, &rs->fields[rs->nfields]) != AP_OK)
+				return AP_ERR;
+			keys = json_object_get(v, "keys");
+			paths = json_object_get(v, "paths");
+			if (!keys && !paths)
+				return fail(x, "needs \"keys\" or \"paths\"");
+			if ((keys && !json_is_array(keys)) || (paths && !json_is_array(paths)))
+				return fail(x, "\"keys\" and \"paths\" are lists");
+			json_array_foreach(keys, j, s)
+			{
+				const char *why;
+				size_t o3 = push(x, "keys");
+				push_idx(x, j);
+				if (!json_is_string(s))
+					return fail(x, "must be a string");
+				if (ap_rules_add_key(rs, json_string_value(s), rs->nfields, &why) !=
+				    AP_OK)
+					return fail(x, "%s", why);
+				pop(x, o3);
+			}
+			json_array_foreach(paths, j, s)
+			{
+				const char *why;
+				struct ap_path *pp = &rs->paths[rs->npaths];
+				size_t o3 = push(x, "paths");
+				push_idx(x, j);
+				if (!json_is_string(s))
+					return fail(x, "must be a string");
+				if (ap_rules_path_compile(pp, json_string_value(s), &why) != AP_OK)
+					return fail(x, "%s", why);
+				pp->field = rs->nfields;
+				rs->npaths++;
+				pop(x, o3);
+			}
+			rs->nfields++;
+			pop(x, o2);
+		}
+		pop(x, old);
+	}
+	{
+		size_t old = push(x, "headers");
+		json_array_foreach(headers, i, v)
+		{
+			size_t o2 = push_idx(x, i), n;
+			const char *hname;
+			struct ap_header_rule *h = &rs->headers[rs->nheaders];
+
+			if (need_object(x, v) != AP_OK || only_keys(x, v, header_keys) != AP_OK ||
+			    get_string(x, v, "name", true, &hname) != AP_OK ||
+			    parse_field(x, v, rs, &rs->fields[rs->nfields]) != AP_OK)
+				return AP_ERR;
+			n = strlen(hname);
+			if (n >= AP_KEY_NAME_MAX)
+				return fail(x, "header name longer than 63 bytes");
+			for (size_t k = 0; k < n; k++) {
+				char c = hname[k];
+				h->name[k] = (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
+			}
+			if (ap_rules_header(rs, hname, n))
+				return fail(x, "header listed twice");
+			h->len = (uint8_t)n;
+			h->field = rs->nfields++;
+			rs->nheaders++;
+			pop(x, o2);
+		}
+		pop(x, old);
+	}
+	/* A detected class with no action of its own is hashed with the defaults: finding an
+	 * identifier and letting it through is never the default. Fields were resolved above,
+	 * so this only reaches the detectors. */
+	for (int c = 1; c < AP_CLASS_MAX; c++)
+		if (rs->class_act[c].act == AP_ACT_NONE) {
+			rs->class_act[c].act = AP_ACT_HASH;
+			rs->class_act[c].cls = (uint8_t)c;
+		}
+	return AP_OK;
+}
+
+/* ---- upstreams and routes ---- */
+
+static int parse_upstream(struct cctx *x, const char *name, json_t *o, struct ap_upstream_conf *u)
+{
+	static const char *const allowed[] = {"url",    "sink", "log_bodies", "ca_file",
+	                                      "verify", "pool", NULL};
+	const char *url, *ca;
+	bool sink = false;
+
+	u->name = dupstr(name);
+	u->verify = true;
+	u->pool = 32;
+	if (need_object(x, o) != AP_OK || only_keys(x, o, allowed) != AP_OK ||
+	    get_bool(x, o, "sink", &sink) != AP_OK || get_bool(x, o, "log_bodies", &u->sink_log) ||
+	    get_string(x, o, "url", !sink, &url) != AP_OK ||
+	    get_string(x, o, "ca_file", false, &ca) != AP_OK ||
+	    get_bool(x, o, "verify", &u->verify) != AP_OK ||
+	    get_uint(x, o, "pool", 0, 4096, &u->pool) != AP_OK)
+		return AP_ERR;
+	u->sink = sink;
+	if (sink) {
+		if (url) {
+			push(x, "url");
+			return fail(x, "a sink has no url");
+		}
+		return AP_OK;
+	}
+	if (ca)
+		u->ca_file = resolve(x, ca);
+	{
+		const char *rest, *hs, *he, *colon;
+		size_t old = push(x, "url");
+		if (strncmp(url, "http://", 7) == 0)
+			rest = url + 7;
+		else if (strncmp(url, "https://", 8) == 0) {
+			rest = url + 8;
+			u->tls = true;
+		} else
+			return fail(x, "must start with http:// or https://");
+		hs = rest;
+		if (*hs == '[') {
+			he = strchr(hs, ']');
+			if (!he)
+				return fail(x, "unterminated [IPv6] host");
+			colon = he[1] == ':' ? he + 1 : NULL;
+			if (he[1] && he[1] != ':' && he[1] != '/')
+				return fail(x, "bad host");
+			u->host = strndup(hs + 1, (size_t)(he - hs - 1));
+		} else {
+			he = hs + strcspn(hs, ":/");
+			colon = *he == ':' ? he : NULL;
+			u->host = strndup(hs, (size_t)(he - hs));
+		}
+		if (!u->host || !u->host[0])
+			return fail(x, "no host");
+		if (colon) {
+			size_t n = strspn(colon + 1, "0123456789");
+			long port = strtol(colon + 1, NULL, 10);
+			if (n == 0 || n > 5 || port < 1 || port > 65535 ||
+			    (colon[1 + n] && colon[1 + n] != '/'))
+				return fail(x, "bad port");
+			u->port = strndup(colon + 1, n);
+		} else
+			u->port = dupstr(u->tls ? "443" : "80");
+		if (strchr(rest, '/') && strcmp(strchr(rest, '/'), "/") != 0)
+			return fail(x,
+			            "an upstream URL has no path: routes keep the request's path");
+		pop(x, old);
+	}
+	return AP_OK;
+}
+
+unsigned ap_scope_parse(const char *name)
+{
+	static const char *const names[] = {"analytics", "personalization", "push",
+	                                    "location",  "minor",           "all"};
+	for (unsigned i = 0; i < AP_ARRAY_LEN(names); i++)
+		if (strcmp(name, names[i]) == 0)
+			return 1u << i;
+	return 0;
+}
+
+static int parse_route(struct cctx *x, json_t *o, struct ap_conf *c, struct ap_route *r)
+{
+	static const char *const allowed[] = {
+	        "host", "path", "upstream", "ruleset", "scope", "unknown_content", NULL};
+	const char *host, *path, *up, *rs, *unk;
+	json_t *scope = json_object_get(o, "scope");
+
+	if (need_object(x, o) != AP_OK || only_keys(x, o, allowed) != AP_OK ||
+	    get_string(x, o, "host", false, &host) != AP_OK ||
+	    get_string(x, o, "path", false, &path) != AP_OK ||
+	    get_string(x, o, "upstream", true, &up) != AP_OK ||
+	    get_string(x, o, "ruleset", true, &rs) != AP_OK ||
+	    get_string(x, o, "unknown_content", false, &unk) != AP_OK)
+		return AP_ERR;
+	if (path && path[0] != '/') {
+		push(x, "path");
+		return fail(x, "a path prefix starts with '/'");
+	}
+	r->host = host && strcmp(host, "*") != 0 ? dupstr(host) : NULL;
+	r->path = dupstr(path ? path : "/");
+	r->path_len = strlen(r->path);
+	for (size_t i = 0; i < c->nupstreams; i++)
+		if (strcmp(c->upstreams[i].name, up) == 0)
+			r->upstream = &c->upstreams[i];
+	if (!r->upstream) {
+		push(x, "upstream");
+		return fail(x, "no upstream named \"%.64s\"", up);
+	}
+	if (!(r->ruleset = ap_conf_ruleset(c, rs))) {
+		push(x, "ruleset");
+		return fail(x, "no ruleset named \"%.64s\"", rs);
+	}
+	r->unknown = AP_UNKNOWN_REJECT;
+	if (unk) {
+		if (strcmp(unk, "reject") == 0)
+			r->unknown = AP_UNKNOWN_REJECT;
+		else if (strcmp(unk, "pass") == 0)
+			r->unknown = AP_UNKNOWN_PASS;
+		else if (strcmp(unk, "scan") == 0)
+			r->unknown = AP_UNKNOWN_SCAN;
+		else {
+			push(x, "unknown_content");
+			return fail(x, "must be reject, pass or scan");
+		}
+	}
+	if (scope) {
+		size_t old = push(x, "scope"), i;
+		json_t *s;
+		if (json_is_string(scope))
+			scope = json_pack("[O]", scope);
+		else
+			json_incref(scope);
+		if (!json_is_array(scope)) {
+			json_decref(scope);
+			return fail(x, "must be a scope name or a list of them");
+		}
+		json_array_foreach(scope, i, s)
+		{
+			unsigned bit = json_is_string(s) ? ap_scope_parse(json_string_value(s)) : 0;
+			if (!bit) {
+				json_decref(scope);
+				return fail(x, "unknown scope (analytics, personalization, push, "
+				               "location, minor, all)");
+			}
+			r->scope |= bit;
+		}
+		json_decref(scope);
+		pop(x, old);
+	}
+	return AP_OK;
+}
+
+static int parse_listen(struct cctx *x, json_t *v, struct ap_conf *c)
+{
+	size_t old = push(x, "listen"), i;
+	json_t *s;
+
+	if (!v) {
+		c->listen = calloc(1, sizeof(char *));
+		c->listen[0] = dupstr("127.0.0.1:8080");
+		c->nlisten = 1;
+		pop(x, old);
+		return AP_OK;
+	}
+	if (json_is_string(v)) {
+		c->listen = calloc(1, sizeof(char *));
+		c->listen[0] = dupstr(json_string_value(v));
+		c->nlisten = 1;
+	} else if (json_is_array(v) && json_array_size(v) > 0) {
+		c->listen = calloc(json_array_size(v), sizeof(char *));
+		json_array_foreach(v, i, s)
+		{
+			if (!json_is_string(s)) {
+				push_idx(x, i);
+				return fail(x, "must be \"address:port\"");
+			}
+			c->listen[c->nlisten++] = dupstr(json_string_value(s));
+		}
+	} else
+		return fail(x, "must be \"address:port\" or a list of them");
+	for (i = 0; i < c->nlisten; i++) {
+		const char *p = strrchr(c->listen[i], ':');
+		if (!p || p == c->listen[i] || !p[1] ||
+		    strspn(p + 1, "0123456789") != strlen(p + 1) || atoi(p + 1) < 1 ||
+		    atoi(p + 1) > 65535)
+			return fail(x, "\"%.64s\" is not address:port", c->listen[i]);
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
+{
+	static const char *const allowed[] = {"listen",     "workers",   "admin",    "keys",
+	                                      "limits",     "upstreams", "rulesets", "routes",
+	                                      "access_log", NULL};
+	json_t *rulesets, *upstreams, *routes, *v, *admin;
+	const char *name, *alog;
+	size_t i;
+
+	if (!json_is_object(root))
+		return fail(x, "the configuration must be a JSON object");
+	if (only_keys(x, root, allowed) != AP_OK ||
+	    parse_listen(x, json_object_get(root, "listen"), c) ||
+	    get_uint(x, root, "workers", 0, 256, &c->workers) != AP_OK ||
+	    parse_limits(x, json_object_get(root, "limits"), &c->limits) != AP_OK ||
+	    parse_keys(x, json_object_get(root, "keys"), &c->keys) != AP_OK ||
+	    get_string(x, root, "access_log", false, &alog) != AP_OK)
+		return AP_ERR;
+	c->access_log = dupstr(alog);
+
+	if ((admin = json_object_get(root, "admin"))) {
+		static const char *const ak[] = {"listen", "token_file", NULL};
+		const char *l, *t;
+		size_t old = push(x, "admin");
+		if (need_object(x, admin) != AP_OK || only_keys(x, admin, ak) != AP_OK ||
+		    get_string(x, admin, "listen", true, &l) != AP_OK ||
+		    get_string(x, admin, "token_file", true, &t) != AP_OK)
+			return AP_ERR;
+		c->admin_listen = dupstr(l);
+		c->admin_token_file = resolve(x, t);
+		pop(x, old);
+	}
+
+	upstreams = json_object_get(root, "upstreams");
+	{
+		size_t old = push(x, "upstreams"), n = upstreams ? json_object_size(upstreams) : 0;
+		if (upstreams && !json_is_object(upstreams))
+			return fail(x, "must map names to upstreams");
+		c->upstreams = calloc(n + 1, sizeof(*c->upstreams));
+		json_object_foreach(upstreams, name, v)
+		{
+			size_t o2 = push(x, name);
+			if (parse_upstream(x, name, v, &c->upstreams[c->nupstreams++]) != AP_OK)
+				return AP_ERR;
+			pop(x, o2);
+		}
+		/* The built-in sink is there unless the file defines its own. */
+		if (!json_object_get(upstreams, "sink")) {
+			c->upstreams[c->nupstreams].name = dupstr("sink");
+			c->upstreams[c->nupstreams].sink = true;
+			c->nupstreams++;
+		}
+		pop(x, old);
+	}
+
+	rulesets = json_object_get(root, "rulesets");
+	{
+		size_t old = push(x, "rulesets");
+		if (!rulesets || !json_is_object(rulesets) || json_object_size(rulesets) == 0)
+			return fail(x, "required: at least one named ruleset");
+		c->rulesets = calloc(json_object_size(rulesets), sizeof(*c->rulesets));
+		json_object_foreach(rulesets, name, v)
+		{
+			size_t o2 = push(x, name);
+			if (parse_ruleset(x, name, v, &c->rulesets[c->nrulesets++]) != AP_OK)
+				return AP_ERR;
+			pop(x, o2);
+		}
+		/* Strict variants refer to other rulesets by name: resolved once all exist. */
+		json_object_foreach(rulesets, name, v)
+		{
+			const char *strict;
+			struct ap_ruleset *rs = (struct ap_ruleset *)ap_conf_ruleset(c, name);
+			size_t o2 = push(x, name);
+			if (get_string(x, v, "strict", false, &strict) != AP_OK)
+				return AP_ERR;
+			if (strict && !(rs->strict = ap_conf_ruleset(c, strict))) {
+				push(x, "strict");
+				return fail(x, "no ruleset named \"%.64s\"", strict);
+			}
+			pop(x, o2);
+		}
+		pop(x, old);
+	}
+
+	routes = json_object_get(root, "routes");
+	{
+		size_t old = push(x, "routes");
+		if (!routes || !json_is_array(routes) || json_array_size(routes) == 0)
+			return fail(x, "required: at least one route");
+		c->routes = calloc(json_array_size(routes), sizeof(*c->routes));
+		json_array_foreach(routes, i, v)
+		{
+			size_t o2 = push_idx(x, i);
+			if (parse_route(x, v, c, &c->routes[c->nroutes++]) != AP_OK)
+				return AP_ERR;
+			pop(x, o2);
+		}
+		pop(x, old);
+	}
+	return AP_OK;
+}
+
+struct ap_conf *ap_conf_parse(const char *text, size_t n, const char *dir, char *err)
+{
+	struct cctx x = {.err = err, .dir = dir};
+	struct ap_conf *c = calloc(1, sizeof(*c));
+	json_error_t je;
+	json_t *root;
+
+	err[0] = 0;
+	if (!c) {
+		snprintf(err, AP_CONF_ERR_MAX, "out of memory");
+		return NULL;
+	}
+	root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		snprintf(err, AP_CONF_ERR_MAX, "line %d column %d: %s", je.line, je.column,
+		         je.text);
+		free(c);
+		return NULL;
+	}
+	c->dir = dupstr(dir);
+	if (parse_root(&x, root, c) != AP_OK) {
+		json_decref(root);
+		ap_conf_free(c);
+		return NULL;
+	}
+	json_decref(root);
+	return c;
+}
+
+struct ap_conf *ap_conf_load(const char *path, char *err)
+{
+	FILE *f = fopen(path, "rb");
+	char *text = NULL, *dir, *slash, e2[AP_CONF_ERR_MAX];
+	size_t len = 0;
+	struct ap_conf *c;
+
+	if (!f) {
+		snprintf(err, AP_CONF_ERR_MAX, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	{
+		char buf[65536];
+		size_t r;
+		while ((r = fread(buf, 1, sizeof(buf), f)) > 0) {
+			char *nt = realloc(text, len + r);
+			if (!nt || len + r > (16u << 20)) {
+				free(nt ? nt : text);
+				fclose(f);
+				snprintf(err, AP_CONF_ERR_MAX, "%s: too large or out of memory",
+				         path);
+				return NULL;
+			}
+			text = nt;
+			memcpy(text + len, buf, r);
+			len += r;
+		}
+	}
+	fclose(f);
+	dir = dupstr(path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	c = ap_conf_parse(text ? text : "", len, dir, e2);
+	free(text);
+	free(dir);
+	if (!c) {
+		err[0] = 0;
+		cat(err, AP_CONF_ERR_MAX, path);
+		cat(err, AP_CONF_ERR_MAX, ": ");
+		cat(err, AP_CONF_ERR_MAX, e2);
+		return NULL;
+	}
+	c->path = dupstr(path);
+	return c;
+}
+
+void ap_conf_free(struct ap_conf *c)
+{
+	if (!c)
+		return;
+	ap_keyring_wipe(&c->keys);
+	for (size_t i = 0; i < c->nrulesets; i++)
+		ap_ruleset_free(&c->rulesets[i]);
+	free(c->rulesets);
+	for (size_t i = 0; i < c->nupstreams; i++) {
+		free(c->upstreams[i].name);
+		free(c->upstreams[i].host);
+		free(c->upstreams[i].port);
+		free(c->upstreams[i].ca_file);
+	}
+	free(c->upstreams);
+	for (size_t i = 0; i < c->nroutes; i++) {
+		free(c->routes[i].host);
+		free(c->routes[i].path);
+	}
+	free(c->routes);
+	for (size_t i = 0; i < c->nlisten; i++)
+		free(c->listen[i]);
+	free(c->listen);
+	free(c->admin_listen);
+	free(c->admin_token_file);
+	free(c->access_log);
+	free(c->path);
+	free(c->dir);
+	free(c);
+}
+
+const struct ap_ruleset *ap_conf_ruleset(const struct ap_conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->nrulesets; i++)
+		if (c->rulesets[i].name && strcmp(c->rulesets[i].name, name) == 0)
+			return &c->rulesets[i];
+	return NULL;
+}
+
+static bool host_eq(const char *pat, struct ap_span host)
+{
+	const char *colon = host.n && host.p[0] != '[' ? memchr(host.p, ':', host.n) : NULL;
+	size_t n = colon ? (size_t)(colon - host.p) : host.n;
+
+	if (host.n && host.p[0] == '[') {
+		const char *rb = memchr(host.p, ']', host.n);
+		n = rb ? (size_t)(rb - host.p + 1) : host.n;
+	}
+	if (strlen(pat) != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char a = pat[i], b = host.p[i];
+		if (a >= 'A' && a <= 'Z')
+			a |= 0x20;
+		if (b >= 'A' && b <= 'Z')
+			b |= 0x20;
+		if (a != b)
+			return false;
+	}
+	return true;
+}
+
+const struct ap_route *ap_conf_route(const struct ap_conf *c, struct ap_span host,
+                                     struct ap_span path)
+{
+	for (size_t i = 0; i < c->nroutes; i++) {
+		const struct ap_route *r = &c->routes[i];
+		if (r->host && !host_eq(r->host, host))
+			continue;
+		if (path.n >= r->path_len && memcmp(path.p, r->path, r->path_len) == 0)
+			return r;
+	}
+	return NULL;
+}

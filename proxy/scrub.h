@@ -1,0 +1,185 @@
+/* The scrubbing core's entry points: one request's body, query string and headers in,
+ * their scrubbed forms out, or a refusal with a reason. scrub.c dispatches on content
+ * type and encoding; scrub_json.c, scrub_form.c and scrub_header.c do the formats.
+ * Everything here works on whole buffers; the proxy collects a body before calling. */
+#ifndef AP_SCRUB_H
+#define AP_SCRUB_H
+
+#include <stdbool.h>
+
+#include "action.h"
+#include "codec.h"
+#include "rules.h"
+
+#define AP_LAYERS_MAX      4    /* nested codec documents inside one request */
+#define AP_DEPTH_DEFAULT   64   /* JSON nesting */
+#define AP_DEPTH_LIMIT     1024 /* the most a configuration may allow (recursion) */
+#define AP_DECODED_DEFAULT (8u << 20)
+#define AP_PATH_TEXT_MAX   256 /* bytes of a finding's path shown */
+
+/* The reason given when decoding would exceed the request's decoded-size budget (the
+ * codecs use the same words); the proxy answers 413 to it. */
+#define AP_WHY_TOO_BIG "decoded size over limit"
+
+/* What a route does with a body whose content type no scrubber handles. */
+enum ap_unknown {
+	AP_UNKNOWN_REJECT = 0, /* refuse: 415 */
+	AP_UNKNOWN_PASS,       /* forward as is (counted) */
+	AP_UNKNOWN_SCAN,       /* run the detectors over the raw bytes; refuse on a hit */
+};
+
+/* Where a finding was. */
+enum ap_where {
+	AP_WHERE_BODY = 0,
+	AP_WHERE_QUERY,
+	AP_WHERE_HEADER,
+};
+
+/* One identifier found and what was done to it, for anonctl and --inspect. Every
+ * pointer is borrowed for the duration of the callback only. */
+struct ap_finding {
+	uint8_t cls;        /* enum ap_class */
+	uint8_t act;        /* enum ap_act */
+	uint8_t where;      /* enum ap_where */
+	bool detected;      /* found by a value detector, not named by a rule */
+	const char *path;   /* "$.events[3].device.imei", "data_list>base64>gzip>$[0].mac", a
+	                       query or header name; keys that look like identifiers are masked */
+	const char *masked; /* the value with all but its last two characters hidden */
+};
+
+typedef void (*ap_finding_cb)(void *arg, const struct ap_finding *f);
+
+/* Counts for one request; the proxy adds them into its metrics. */
+struct ap_scrub_stats {
+	uint32_t hits[AP_CLASS_MAX][AP_ACT_MAX];
+	uint32_t hashed;    /* HMACs computed (memo misses) */
+	uint32_t memo_hits; /* pseudonyms served from the per-request memo */
+	uint32_t layers;    /* nested documents opened */
+};
+
+/* Per-request memo of pseudonyms: a device's IMEI repeated in 20 events is hashed once. */
+struct ap_memo_slot {
+	uint64_t h;
+	uint32_t gen;
+	uint32_t voff, vlen; /* value bytes in memo.bytes */
+	uint32_t ooff, olen; /* pseudonym bytes in memo.bytes */
+	const struct ap_action *act;
+	bool numeric, numeric_out;
+};
+
+#define AP_MEMO_SLOTS 256
+
+struct ap_memo {
+	struct ap_memo_slot slot[AP_MEMO_SLOTS];
+	struct ap_buf bytes;
+	uint32_t gen, used;
+};
+
+/* Scratch buffers of one nesting level; level 0 is the request itself, level L+1 a
+ * document opened by a codec chain inside level L. Each level has its own so a nested
+ * scrub never overwrites the value its parent is working on. */
+struct ap_level {
+	struct ap_buf val;  /* a decoded value (unescaped, percent-decoded) */
+	struct ap_buf rep;  /* its replacement, decoded */
+	struct ap_buf a, b; /* codec layers, decoded and re-encoded in turn */
+	struct ap_buf doc;  /* the nested document, scrubbed */
+};
+
+/* The scrubber's working state: one per worker (or per anonctl run), reused for every
+ * request so the hot path does not allocate once the buffers have grown. The ruleset
+ * and keys are borrowed and must outlive the request being scrubbed. Not thread-safe. */
+struct ap_scrub {
+	const struct ap_ruleset *rs;
+	struct ap_pseudo ps;
+	struct ap_zctx z;
+	struct ap_memo memo;
+	struct ap_level lv[AP_LAYERS_MAX + 1];
+	struct ap_buf body, body_out; /* a compressed body decoded, and its scrubbed form */
+	unsigned level;
+	unsigned max_depth;
+	size_t max_decoded, decoded;
+	struct ap_scrub_stats st;
+	ap_finding_cb finding_cb;
+	void *finding_arg;
+	char path[AP_PATH_TEXT_MAX];
+	size_t pathlen;
+	enum ap_where where;
+	const char *why; /* static reason of the last refusal */
+	size_t err_off;  /* byte offset of the refusal in the innermost document */
+};
+
+/* Prepares *sc for hashing under <key> (borrowed). AP_OK, or AP_ERR (OpenSSL). */
+int ap_scrub_init(struct ap_scrub *sc, const struct ap_key *key);
+void ap_scrub_free(struct ap_scrub *sc);
+
+/* Starts a request under ruleset <rs>: clears stats, the memo and the decoded budget. */
+void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned max_depth,
+                    size_t max_decoded);
+
+/* Scrubs the body <in> of type <ctype> ("application/json; charset=utf-8") and
+ * Content-Encoding <cenc> (empty, "gzip", "deflate", "identity"). On AP_OK, *changed says
+ * whether <out> holds a new body (re-encoded as it came); when false, <in> goes on as it
+ * is and <out> is untouched. On AP_ERR the request must be refused: sc->why holds a static
+ * reason and *status the HTTP status (400 undecodable, 413 decoded size over the limit,
+ * 415 unknown content refused, 422 scan found an identifier in an unknown content type).
+ * <in> is only read. */
+int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc,
+                  enum ap_unknown unknown, struct ap_span in, struct ap_buf *out, bool *changed,
+                  int *status);
+
+/* The formats, on a decoded document. Same contract as above for *changed, <out>, and
+ * AP_ERR with sc->why. */
+int ap_scrub_json(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+int ap_scrub_ndjson(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+
+/* The query string (without '?'): form rules, percent-decoding, '+' as space. */
+int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+
+/* One header value under the ruleset's header rules. Sets *drop when the header must be
+ * removed, else *changed when <out> holds the new value. X-Forwarded-For and X-Real-IP
+ * are lists of addresses, Forwarded (RFC 7239) a list of elements whose for= and by=
+ * parameters are addresses: each address gets the rule's action. */
+int ap_scrub_header(struct ap_scrub *sc, struct ap_span name, struct ap_span value,
+                    struct ap_buf *out, bool *drop, bool *changed);
+
+/* ---- shared by the format scrubbers (scrub.c) ---- */
+
+/* Applies field <f> (an action) to the decoded scalar <v, n>, through the memo. Appends
+ * the decoded replacement to <out> (and sets *numeric_out, see ap_action_apply) and
+ * records the finding. <detected> marks a value found by a detector. Returns AP_OK or
+ * AP_ERR (memory, OpenSSL). */
+int ap_scrub_apply(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,
+                   bool numeric, bool detected, struct ap_buf *out, bool *numeric_out);
+
+/* The action for a value no rule named: the ruleset's action for the detected class, or
+ * NULL (nothing detected, or the class's action is none/keep). */
+const struct ap_action *ap_scrub_detect(struct ap_scrub *sc, const char *v, size_t n, bool numeric);
+
+/* Opens the value <v, n> with the codec chain of <f>, scrubs the terminal document, and
+ * when anything changed appends the re-encoded value to <out> and sets *changed. Returns
+ * AP_OK or AP_ERR (sc->why set). */
+int ap_scrub_nested(struct ap_scrub *sc, const struct ap_field *f, const char *v, size_t n,
+                    struct ap_buf *out, bool *changed);
+
+/* Records a finding without a replacement (drop/keep) */
+void ap_scrub_found(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,
+                    bool detected);
+
+/* Path text for findings: push appends a step, pop restores the previous length. */
+size_t ap_scrub_path_key(struct ap_scrub *sc, const char *k, size_t n);
+size_t ap_scrub_path_idx(struct ap_scrub *sc, size_t idx);
+static inline void ap_scrub_path_pop(struct ap_scrub *sc, size_t len)
+{
+	sc->pathlen = len;
+	sc->path[len] = 0;
+}
+
+static inline int ap_scrub_fail(struct ap_scrub *sc, const char *why, size_t off)
+{
+	sc->why = why;
+	sc->err_off = off;
+	return AP_ERR;
+}
+
+#endif

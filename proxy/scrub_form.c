@@ -1,0 +1,238 @@
+/* application/x-www-form-urlencoded bodies and query strings: pairs split on '&', keys
+ * and values percent-decoded ('+' is a space) to be matched, a replaced value written
+ * back percent-encoded, untouched pairs copied byte for byte. A '%' not followed by two
+ * hex digits makes the whole document undecodable, so it is refused. */
+#include "detect.h"
+#include "scrub.h"
+
+#define FORM_KEY_MAX (3 * AP_KEY_NAME_MAX) /* raw bytes of a key that could still match */
+
+struct fscan {
+	struct ap_scrub *sc;
+	struct ap_level *lv;
+	const char *beg, *end, *copied;
+	struct ap_buf *out;
+	bool changed;
+};
+
+static inline int hexdig(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Percent-decodes <p, n> into dst[cap] (cap >= n). Returns the decoded length or -1 on a
+ * bad escape. */
+static long pct_decode(const char *p, size_t n, char *dst)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		if (c == '+')
+			c = ' ';
+		else if (c == '%') {
+			int h, l;
+			if (i + 2 >= n)
+				return -1;
+			if ((h = hexdig((unsigned char)p[i + 1])) < 0 ||
+			    (l = hexdig((unsigned char)p[i + 2])) < 0)
+				return -1;
+			c = (char)(h << 4 | l);
+			i += 2;
+		}
+		dst[o++] = c;
+	}
+	return (long)o;
+}
+
+/* Validates the escapes of <p, n> without decoding. */
+static bool pct_valid(const char *p, size_t n)
+{
+	const char *e = p + n;
+
+	while ((p = memchr(p, '%', (size_t)(e - p)))) {
+		if (e - p < 3 || hexdig((unsigned char)p[1]) < 0 || hexdig((unsigned char)p[2]) < 0)
+			return false;
+		p += 3;
+	}
+	return true;
+}
+
+static int pct_encode(const char *p, size_t n, struct ap_buf *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	if (ap_buf_reserve(out, n * 3) != AP_OK)
+		return AP_ERR;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		char *d = out->p + out->len;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '.' || c == '_' || c == '~') {
+			d[0] = (char)c;
+			out->len++;
+		} else if (c == ' ') {
+			d[0] = '+';
+			out->len++;
+		} else {
+			d[0] = '%';
+			d[1] = hex[c >> 4];
+			d[2] = hex[c & 15];
+			out->len += 3;
+		}
+	}
+	return AP_OK;
+}
+
+static int flush(struct fscan *f, const char *upto)
+{
+	if (ap_buf_add(f->out, f->copied, (size_t)(upto - f->copied)) != AP_OK)
+		return ap_scrub_fail(f->sc, "out of memory", 0);
+	f->copied = upto;
+	f->changed = true;
+	return AP_OK;
+}
+
+/* The value [v, ve) of one pair whose key matched <fl> (or nothing: NULL). Sets *drop
+ * when the pair must go. */
+static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v, const char *ve,
+                      bool *drop)
+{
+	struct ap_scrub *sc = f->sc;
+	struct ap_level *lv = f->lv;
+	const struct ap_action *act;
+	size_t n = (size_t)(ve - v);
+	bool detected = false, num;
+	long dn;
+
+	if (!fl && !sc->rs->detect)
+		return pct_valid(v, n) ? AP_OK
+		                       : ap_scrub_fail(sc, "invalid percent-encoding",
+		                                       (size_t)(v - f->beg));
+	if (fl && fl->act.act == AP_ACT_DROP) {
+		if (!pct_valid(v, n))
+			return ap_scrub_fail(sc, "invalid percent-encoding", (size_t)(v - f->beg));
+		ap_scrub_found(sc, &fl->act, NULL, 0, false);
+		*drop = true;
+		return AP_OK;
+	}
+	ap_buf_clear(&lv->val);
+	if (ap_buf_reserve(&lv->val, n) != AP_OK)
+		return ap_scrub_fail(sc, "out of memory", 0);
+	if ((dn = pct_decode(v, n, lv->val.p)) < 0)
+		return ap_scrub_fail(sc, "invalid percent-encoding", (size_t)(v - f->beg));
+	lv->val.len = (size_t)dn;
+	ap_buf_clear(&lv->rep);
+	if (fl && fl->ncodec) {
+		bool ch = false;
+		if (ap_scrub_nested(sc, fl, lv->val.p, lv->val.len, &lv->rep, &ch) != AP_OK)
+			return AP_ERR;
+		if (!ch)
+			return AP_OK;
+	} else {
+		if (fl)
+			act = &fl->act;
+		else if ((act = ap_scrub_detect(sc, lv->val.p, lv->val.len, false)))
+			detected = true;
+		else
+			return AP_OK;
+		if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
+			ap_scrub_found(sc, act, lv->val.p, lv->val.len, detected);
+			*drop = act->act == AP_ACT_DROP;
+			return AP_OK;
+		}
+		if (ap_scrub_apply(sc, act, lv->val.p, lv->val.len, false, detected, &lv->rep,
+		                   &num) != AP_OK)
+			return ap_scrub_fail(sc, "out of memory", 0);
+	}
+	if (flush(f, v) != AP_OK || pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
+		return ap_scrub_fail(sc, "out of memory", 0);
+	f->copied = ve;
+	return AP_OK;
+}
+
+static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	struct fscan f = {sc, &sc->lv[sc->level], in.p, in.p + in.n, in.p, out, false};
+	const char *p = in.p, *sep = NULL;
+	unsigned kept = 0;
+
+	while (p < f.end) {
+		const char *amp = memchr(p, '&', (size_t)(f.end - p)), *pe = amp ? amp : f.end;
+		const char *eq = memchr(p, '=', (size_t)(pe - p)), *ke = eq ? eq : pe;
+		const struct ap_field *fl = NULL;
+		char key[FORM_KEY_MAX];
+		size_t plen = sc->pathlen;
+		bool drop = false;
+		long kn = -1;
+
+		if (pe == p) {
+			/* An empty pair ("a=1&&b=2") carries nothing; it is kept as it came. */
+			kept++;
+		} else {
+			if ((size_t)(ke - p) <= sizeof(key)) {
+				if ((kn = pct_decode(p, (size_t)(ke - p), key)) < 0)
+					return ap_scrub_fail(sc, "invalid percent-encoding",
+					                     (size_t)(p - f.beg));
+				fl = ap_rules_key(sc->rs, key, (size_t)kn);
+			} else if (!pct_valid(p, (size_t)(ke - p)))
+				return ap_scrub_fail(sc, "invalid percent-encoding",
+				                     (size_t)(p - f.beg));
+			if (sc->finding_cb)
+				ap_scrub_path_key(sc, kn >= 0 ? key : "(long)",
+				                  kn >= 0 ? (size_t)kn : 6);
+			if (pair_value(&f, fl, eq ? eq + 1 : pe, pe, &drop) != AP_OK)
+				return AP_ERR;
+			if (sc->finding_cb)
+				ap_scrub_path_pop(sc, plen);
+			if (drop) {
+				if (flush(&f, kept ? sep : p) != AP_OK)
+					return AP_ERR;
+				f.copied = pe;
+			} else
+				kept++;
+		}
+		if (!amp)
+			break;
+		if (!kept) {
+			if (flush(&f, amp) != AP_OK)
+				return AP_ERR;
+			f.copied = amp + 1;
+		}
+		sep = amp;
+		p = amp + 1;
+	}
+	if (f.changed && flush(&f, f.end) != AP_OK)
+		return AP_ERR;
+	*changed = f.changed;
+	return AP_OK;
+}
+
+int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	return form_scan(sc, in, out, changed);
+}
+
+int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	enum ap_where where = sc->where;
+	size_t plen = sc->pathlen;
+	int rc;
+
+	*changed = false;
+	if (!sc->rs->query || in.n == 0)
+		return AP_OK;
+	sc->where = AP_WHERE_QUERY;
+	if (sc->finding_cb)
+		ap_scrub_path_key(sc, "query:", 6);
+	rc = form_scan(sc, in, out, changed);
+	if (sc->finding_cb)
+		ap_scrub_path_pop(sc, plen);
+	sc->where = where;
+	return rc;
+}

@@ -1,0 +1,430 @@
+/* JSON and NDJSON scrubbing in one validating pass: untouched spans are copied (lazily —
+ * a document with nothing to change is never copied at all), matched values rewritten,
+ * dropped members removed with their commas so the document stays valid. There is no
+ * tree: the scan keeps only the current path, the rule inherited from above and, for
+ * each container, where its last separator was. */
+#include "detect.h"
+#include "json.h"
+#include "scrub.h"
+
+struct jscan {
+	struct ap_scrub *sc;
+	const struct ap_ruleset *rs;
+	struct ap_level *lv;
+	const char *beg, *end; /* the document (an NDJSON body: all of it) */
+	const char *copied;    /* input before this is already in out, or needs no copy */
+	struct ap_buf *out;
+	bool changed;
+	bool findings;
+	unsigned depth;    /* containers open around the current value */
+	unsigned skipping; /* > 0 inside a value being dropped: validate only */
+};
+
+static const char *value(struct jscan *j, const char *p, const struct ap_field *rule,
+                         uint64_t pmask, bool *drop);
+
+static const char *fail(struct jscan *j, const char *why, const char *at)
+{
+	ap_scrub_fail(j->sc, why, (size_t)(at - j->beg));
+	return NULL;
+}
+
+/* Appends the input not yet copied, up to <upto>, and starts the rewrite if it was not
+ * started yet. */
+static int flush(struct jscan *j, const char *upto)
+{
+	if (ap_buf_add(j->out, j->copied, (size_t)(upto - j->copied)) != AP_OK)
+		return ap_scrub_fail(j->sc, "out of memory", 0);
+	j->copied = upto;
+	j->changed = true;
+	return AP_OK;
+}
+
+/* Replaces the input [from, to) by the decoded text <r, n> written as a JSON string, or
+ * as it is when <bare> (a number). */
+static int replace(struct jscan *j, const char *from, const char *to, const char *r, size_t n,
+                   bool bare)
+{
+	if (flush(j, from) != AP_OK)
+		return AP_ERR;
+	if (bare) {
+		if (ap_buf_add(j->out, r, n) != AP_OK)
+			return ap_scrub_fail(j->sc, "out of memory", 0);
+	} else if (ap_buf_addc(j->out, '"') != AP_OK || ap_json_escape(r, n, j->out) != AP_OK ||
+	           ap_buf_addc(j->out, '"') != AP_OK)
+		return ap_scrub_fail(j->sc, "out of memory", 0);
+	j->copied = to;
+	return AP_OK;
+}
+
+/* Removes the member or element [start, vend) of a container. <kept> says whether an
+ * earlier one of the same container is still in the output: if so, the separator before
+ * this one goes with it; if not, the comma after it is removed when it is reached. */
+static int remove_item(struct jscan *j, unsigned kept, const char *sep, const char *start,
+                       const char *vend)
+{
+	if (flush(j, kept ? sep : start) != AP_OK)
+		return AP_ERR;
+	j->copied = vend;
+	return AP_OK;
+}
+
+/* A string value. Decodes it only when a rule or a detector needs to look at it. */
+static const char *string_value(struct jscan *j, const char *p, const struct ap_field *rule,
+                                bool *drop)
+{
+	unsigned fl;
+	const char *e = ap_json_string(p, j->end, &fl), *v;
+	const struct ap_action *act;
+	struct ap_level *lv = j->lv;
+	size_t n;
+	bool detected = false, numeric_out;
+
+	if (AP_UNLIKELY(!e))
+		return fail(j, "invalid JSON string", p);
+	if (j->skipping || (!rule && !j->rs->detect))
+		return e;
+	v = p + 1;
+	n = (size_t)(e - p - 2);
+	if (fl & AP_JSTR_ESC) {
+		ap_buf_clear(&lv->val);
+		if (ap_json_unescape(v, n, &lv->val) != AP_OK)
+			return fail(j, "out of memory", p);
+		v = lv->val.p;
+		n = lv->val.len;
+	}
+	if (rule && rule->ncodec) {
+		bool ch = false;
+		ap_buf_clear(&lv->rep);
+		if (ap_scrub_nested(j->sc, rule, v, n, &lv->rep, &ch) != AP_OK)
+			return NULL;
+		if (ch && replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
+			return NULL;
+		return e;
+	}
+	if (rule)
+		act = &rule->act;
+	else if (!(act = ap_scrub_detect(j->sc, v, n, false)))
+		return e;
+	else
+		detected = true;
+	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
+		ap_scrub_found(j->sc, act, v, n, detected);
+		*drop = act->act == AP_ACT_DROP;
+		return e;
+	}
+	ap_buf_clear(&lv->rep);
+	if (ap_scrub_apply(j->sc, act, v, n, false, detected, &lv->rep, &numeric_out) != AP_OK)
+		return fail(j, "out of memory", p);
+	if (replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
+		return NULL;
+	return e;
+}
+
+static const char *number_value(struct jscan *j, const char *p, const struct ap_field *rule,
+                                bool *drop)
+{
+	bool integer, detected = false, numeric_out = false;
+	const char *e = ap_json_number(p, j->end, &integer);
+	const struct ap_action *act;
+	struct ap_level *lv = j->lv;
+	size_t n;
+
+	if (AP_UNLIKELY(!e))
+		return fail(j, "invalid JSON number", p);
+	if (j->skipping || (!rule && !j->rs->detect))
+		return e;
+	n = (size_t)(e - p);
+	if (rule && !rule->ncodec)
+		act = &rule->act;
+	else if (rule || !integer || !(act = ap_scrub_detect(j->sc, p, n, true)))
+		return e;
+	else
+		detected = true;
+	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
+		ap_scrub_found(j->sc, act, p, n, detected);
+		*drop = act->act == AP_ACT_DROP;
+		return e;
+	}
+	ap_buf_clear(&lv->rep);
+	if (ap_scrub_apply(j->sc, act, p, n, true, detected, &lv->rep, &numeric_out) != AP_OK)
+		return fail(j, "out of memory", p);
+	if (replace(j, p, e, lv->rep.p, lv->rep.len, numeric_out) != AP_OK)
+		return NULL;
+	return e;
+}
+
+static const char *literal(struct jscan *j, const char *p, const char *word, size_t n)
+{
+	if ((size_t)(j->end - p) < n || memcmp(p, word, n) != 0)
+		return fail(j, "invalid JSON literal", p);
+	return p + n;
+}
+
+/* An object key: returns the member's rule (path first, then key name, then the rule
+ * inherited from above) and the child path mask; rewrites a key that is itself an
+ * identifier (some SDKs key maps by device id) when the ruleset scans keys. */
+static const char *member_key(struct jscan *j, const char *p, const struct ap_field *rule,
+                              uint64_t pmask, const struct ap_field **f, uint64_t *cmask,
+                              bool *drop, size_t *plen)
+{
+	unsigned fl;
+	const char *e = ap_json_string(p, j->end, &fl), *k;
+	const struct ap_action *act;
+	struct ap_level *lv = j->lv;
+	size_t n;
+
+	if (AP_UNLIKELY(!e))
+		return fail(j, "invalid JSON key", p);
+	*f = NULL;
+	*cmask = 0;
+	if (j->skipping)
+		return e;
+	k = p + 1;
+	n = (size_t)(e - p - 2);
+	if (fl & AP_JSTR_ESC) {
+		ap_buf_clear(&lv->val);
+		if (ap_json_unescape(k, n, &lv->val) != AP_OK)
+			return fail(j, "out of memory", p);
+		k = lv->val.p;
+		n = lv->val.len;
+	}
+	if (pmask)
+		*cmask = ap_rules_path_step(j->rs, pmask, j->depth - 1, k, n, 0, f);
+	if (!*f)
+		*f = ap_rules_key(j->rs, k, n);
+	if (!*f && rule && !rule->ncodec)
+		*f = rule;
+	act = j->rs->scrub_keys && j->rs->detect ? ap_scrub_detect(j->sc, k, n, false) : NULL;
+	if (j->findings)
+		*plen = ap_scrub_path_key(j->sc, act ? "(id)" : k, act ? 4 : n);
+	if (!act)
+		return e;
+	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
+		ap_scrub_found(j->sc, act, k, n, true);
+		*drop = act->act == AP_ACT_DROP;
+		return e;
+	}
+	ap_buf_clear(&lv->rep);
+	if (ap_scrub_apply(j->sc, act, k, n, false, true, &lv->rep, &(bool){0}) != AP_OK)
+		return fail(j, "out of memory", p);
+	if (replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
+		return NULL;
+	return e;
+}
+
+/* The state of a container being scanned: where its last separator was and how many of
+ * its items are still in the output. */
+struct items {
+	const char *sep;
+	unsigned kept;
+};
+
+/* One item of a container — a member's value, or an element — starting at <start> with
+ * its value at <p>: scanned under <f> (validated only when it is dropped whole), removed
+ * when it must go, then the separator or the closing <close> consumed. Returns where the
+ * next item starts (*more set) or the end of the container. */
+static const char *item(struct jscan *j, struct items *it, const char *start, const char *p,
+                        const struct ap_field *f, uint64_t cmask, bool drop, size_t plen,
+                        char close, bool *more)
+{
+	const char *vend, *end = j->end;
+
+	if (!drop && f && f->act.act == AP_ACT_DROP && !j->skipping) {
+		ap_scrub_found(j->sc, &f->act, NULL, 0, false);
+		drop = true;
+	}
+	if (drop) {
+		j->skipping++;
+		vend = value(j, p, NULL, 0, &(bool){0});
+		j->skipping--;
+	} else
+		vend = value(j, p, f, cmask, &drop);
+	if (j->findings)
+		ap_scrub_path_pop(j->sc, plen);
+	if (!vend)
+		return NULL;
+	if (!drop)
+		it->kept++;
+	else if (remove_item(j, it->kept, it->sep, start, vend) != AP_OK)
+		return NULL;
+	p = ap_json_ws(vend, end);
+	*more = p < end && *p == ',';
+	if (*more) {
+		/* Nothing before it survived: the comma must not either. */
+		if (!it->kept && !j->skipping) {
+			if (flush(j, p) != AP_OK)
+				return NULL;
+			j->copied = p + 1;
+		}
+		it->sep = p;
+		return ap_json_ws(p + 1, end);
+	}
+	if (p < end && *p == close)
+		return p + 1;
+	return fail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'", p);
+}
+
+static const char *object(struct jscan *j, const char *p, const struct ap_field *rule,
+                          uint64_t pmask)
+{
+	struct items it = {NULL, 0};
+	const char *end = j->end;
+	bool more = true;
+
+	p = ap_json_ws(p + 1, end);
+	if (p < end && *p == '}')
+		return p + 1;
+	while (p && more) {
+		const struct ap_field *f;
+		const char *start = p;
+		uint64_t cmask;
+		size_t plen = j->sc->pathlen;
+		bool drop = false;
+
+		if (p >= end || *p != '"')
+			return fail(j, "expected a key", p);
+		if (!(p = member_key(j, p, rule, pmask, &f, &cmask, &drop, &plen)))
+			return NULL;
+		p = ap_json_ws(p, end);
+		if (p >= end || *p != ':')
+			return fail(j, "expected ':'", p);
+		p = ap_json_ws(p + 1, end);
+		p = item(j, &it, start, p, f, cmask, drop, plen, '}', &more);
+	}
+	return p;
+}
+
+static const char *array(struct jscan *j, const char *p, const struct ap_field *rule,
+                         uint64_t pmask)
+{
+	struct items it = {NULL, 0};
+	bool more = true;
+
+	p = ap_json_ws(p + 1, j->end);
+	if (p < j->end && *p == ']')
+		return p + 1;
+	for (uint32_t idx = 0; p && more; idx++) {
+		const struct ap_field *f = NULL;
+		uint64_t cmask = 0;
+		size_t plen = j->sc->pathlen;
+
+		if (pmask && !j->skipping)
+			cmask = ap_rules_path_step(j->rs, pmask, j->depth - 1, NULL, 0, idx, &f);
+		if (!f)
+			f = rule;
+		if (j->findings && !j->skipping)
+			plen = ap_scrub_path_idx(j->sc, idx);
+		p = item(j, &it, p, p, f, cmask, false, plen, ']', &more);
+	}
+	return p;
+}
+
+/* Any value at <p> (whitespace already skipped). <rule> applies to it: named by its key
+ * or path, or inherited from an enclosing container a rule named (it then reaches every
+ * scalar inside, unless a key inside has a rule of its own). Sets *drop when the
+ * container must remove it. */
+static const char *value(struct jscan *j, const char *p, const struct ap_field *rule,
+                         uint64_t pmask, bool *drop)
+{
+	const char *e;
+
+	if (AP_UNLIKELY(p >= j->end))
+		return fail(j, "unexpected end of JSON", p);
+	switch (*p) {
+	case '"':
+		return string_value(j, p, rule, drop);
+	case '{':
+	case '[':
+		if (AP_UNLIKELY(++j->depth > j->sc->max_depth))
+			return fail(j, "JSON nested too deep", p);
+		e = *p == '{' ? object(j, p, rule, pmask) : array(j, p, rule, pmask);
+		j->depth--;
+		return e;
+	case 't':
+		return literal(j, p, "true", 4);
+	case 'f':
+		return literal(j, p, "false", 5);
+	case 'n':
+		return literal(j, p, "null", 4);
+	default:
+		return number_value(j, p, rule, drop);
+	}
+}
+
+static void jscan_init(struct jscan *j, struct ap_scrub *sc, struct ap_span in, struct ap_buf *out)
+{
+	j->sc = sc;
+	j->rs = sc->rs;
+	j->lv = &sc->lv[sc->level];
+	j->beg = in.p;
+	j->end = in.p + in.n;
+	j->copied = in.p;
+	j->out = out;
+	j->changed = false;
+	j->findings = sc->finding_cb != NULL;
+	j->depth = 0;
+	j->skipping = 0;
+}
+
+/* One document spanning [p, e) of j's input. A top-level value that must be dropped
+ * becomes null: the document must stay a document. */
+static int document(struct jscan *j, const char *p, const char *e)
+{
+	const char *saved_end = j->end, *v;
+	size_t plen = j->sc->pathlen;
+	bool drop = false;
+
+	j->end = e;
+	p = ap_json_ws(p, e);
+	if (p >= e)
+		return ap_scrub_fail(j->sc, "empty JSON document", (size_t)(p - j->beg));
+	if (j->findings)
+		ap_scrub_path_key(j->sc, NULL, 0);
+	v = value(j, p, NULL, ap_rules_path_root(j->rs), &drop);
+	if (j->findings)
+		ap_scrub_path_pop(j->sc, plen);
+	if (!v)
+		return AP_ERR;
+	if (drop && replace(j, p, v, "null", 4, true) != AP_OK)
+		return AP_ERR;
+	if (ap_json_ws(v, e) != e)
+		return ap_scrub_fail(j->sc, "trailing data after JSON document",
+		                     (size_t)(v - j->beg));
+	j->end = saved_end;
+	return AP_OK;
+}
+
+int ap_scrub_json(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	struct jscan j;
+
+	jscan_init(&j, sc, in, out);
+	if (document(&j, in.p, in.p + in.n) != AP_OK)
+		return AP_ERR;
+	if (j.changed && flush(&j, j.end) != AP_OK)
+		return AP_ERR;
+	*changed = j.changed;
+	return AP_OK;
+}
+
+int ap_scrub_ndjson(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	struct jscan j;
+	const char *p = in.p, *end = in.p + in.n;
+
+	jscan_init(&j, sc, in, out);
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p)), *e = nl ? nl : end;
+
+		/* Blank lines (and a final newline) are allowed; \r\n line ends too, since
+		 * '\r' is JSON whitespace. */
+		if (ap_json_ws(p, e) != e && document(&j, p, e) != AP_OK)
+			return AP_ERR;
+		p = nl ? nl + 1 : end;
+	}
+	if (j.changed && flush(&j, end) != AP_OK)
+		return AP_ERR;
+	*changed = j.changed;
+	return AP_OK;
+}
