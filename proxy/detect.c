@@ -6,10 +6,13 @@
 
 #include "detect.h"
 
-#define EMAIL_MAX  254 /* RFC 5321 path limit; also the longest value any detector takes */
-#define LOCAL_MAX  64  /* RFC 5321 local part */
-#define LABEL_MAX  63  /* RFC 1035 label */
-#define IP6_MAX    45  /* six 4-digit groups, then a 15-byte dotted quad */
+#define EMAIL_MAX 254 /* RFC 5321 path limit; also the longest value any detector takes */
+#define LOCAL_MAX 64  /* RFC 5321 local part */
+#define LABEL_MAX 63  /* RFC 1035 label */
+#define IP6_MAX   45  /* six 4-digit groups, then a 15-byte dotted quad */
+#define DETECT_MIN                                                                                 \
+	6 /* shorter than "a@b.cn" or "1.2.3.4": nothing that identifies                           \
+	     anyone ("::1" is loopback, the shortest IMEI has 14 digits) */
 #define PHONE_DMIN 7
 #define PHONE_DMAX 15 /* E.164 */
 
@@ -519,14 +522,39 @@ static bool email_ok(const char *s, size_t n)
 
 /* ---- entry points ---- */
 
-enum ap_class ap_detect(const char *s, size_t n, unsigned mask, bool numeric)
+/* The cheap test before a full parse: an address has a ':' within its first five bytes
+ * (a group is at most four hex digits) or, for IPv4, a '.' within its first four — words
+ * that merely start with a hex letter ("add", "face") have neither. */
+static inline bool ip_maybe(const char *s, size_t n)
+{
+	size_t lim = n < 5 ? n : 5;
+
+	if (s[0] == ':')
+		return true;
+	if (hexv(s[0]) < 0)
+		return false;
+	for (size_t i = 1; i < lim; i++) {
+		if (s[i] == ':' || (s[i] == '.' && i < 4 && dig(s[0])))
+			return true;
+		if (hexv(s[i]) < 0)
+			return false;
+	}
+	return false;
+}
+
+/* Out of line so that the hot path of ap_detect carries no array (and no stack canary). */
+static __attribute__((noinline)) bool is_ip(const char *s, size_t n)
 {
 	uint8_t tmp[16];
+	return ip_parse(s, n, tmp) != 0;
+}
+
+enum ap_class ap_detect(const char *s, size_t n, unsigned mask, bool numeric)
+{
 	enum ap_class c;
 	char c0;
 
-	/* The shortest value taken is "::", the longest an e-mail address. */
-	if (n < 2 || n > EMAIL_MAX || !(mask & AP_DET_ALL))
+	if (n < DETECT_MIN || n > EMAIL_MAX || !(mask & AP_DET_ALL))
 		return AP_CLASS_NONE;
 	c0 = s[0];
 	if (dig(c0)) {
@@ -558,8 +586,7 @@ enum ap_class ap_detect(const char *s, size_t n, unsigned mask, bool numeric)
 	default:
 		break;
 	}
-	if ((mask & AP_DET_IP) && n <= IP6_MAX && (hexv(c0) >= 0 || c0 == ':') &&
-	    ip_parse(s, n, tmp))
+	if ((mask & AP_DET_IP) && n <= IP6_MAX && ip_maybe(s, n) && is_ip(s, n))
 		return AP_CLASS_IP;
 	if ((mask & AP_DET_PHONE) && (c0 == '+' || (c0 | 0x20) == 't') && phone_ok(s, n))
 		return AP_CLASS_PHONE;

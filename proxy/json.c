@@ -258,24 +258,52 @@ int ap_json_unescape(const char *p, size_t n, struct ap_buf *out)
 	return AP_OK;
 }
 
+/* Bytes that must be escaped inside a JSON string: '"', '\\' and the controls. */
+static const unsigned char must_escape[256] = {
+        [0 ... 0x1f] = 1,
+        ['"'] = 1,
+        ['\\'] = 1,
+};
+
 int ap_json_escape(const char *p, size_t n, struct ap_buf *out)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t i, run = 0;
+	size_t i = 0, run;
 
 	if (ap_buf_reserve(out, n + 2) != AP_OK)
 		return AP_ERR;
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		char e[6];
-		size_t en = 2;
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
+	for (;;) {
+		/* Copy the longest run that needs no escape in one go: pseudonyms are all run. */
+		run = i;
+#if defined(__SSE2__)
+		{
+			const __m128i q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\'),
+			              c1f = _mm_set1_epi8(0x1f);
+			while (n - i >= 16) {
+				__m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+				__m128i ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, c1f), c1f);
+				int m = _mm_movemask_epi8(
+				        _mm_or_si128(ctl, _mm_or_si128(_mm_cmpeq_epi8(v, q),
+				                                       _mm_cmpeq_epi8(v, bs))));
+				if (m) {
+					i += (size_t)__builtin_ctz((unsigned)m);
+					break;
+				}
+				i += 16;
+			}
+		}
+#endif
+		while (i < n && !must_escape[(unsigned char)p[i]])
+			i++;
 		if (ap_buf_add(out, p + run, i - run) != AP_OK)
 			return AP_ERR;
-		run = i + 1;
-		e[0] = '\\';
+		if (i == n)
+			return AP_OK;
+
+		unsigned char c = (unsigned char)p[i++];
+		char e[6] = {'\\', 0};
+		size_t en = 2;
+
 		switch (c) {
 		case '"':
 			e[1] = '"';
@@ -309,5 +337,4 @@ int ap_json_escape(const char *p, size_t n, struct ap_buf *out)
 		if (ap_buf_add(out, e, en) != AP_OK)
 			return AP_ERR;
 	}
-	return ap_buf_add(out, p + run, n - run);
 }

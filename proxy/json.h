@@ -34,6 +34,8 @@ int ap_json_escape(const char *p, size_t n, struct ap_buf *out);
 /* Skips JSON whitespace. */
 static inline const char *ap_json_ws(const char *p, const char *end)
 {
+	if (AP_LIKELY(p < end && (unsigned char)*p > ' '))
+		return p;
 	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
 		p++;
 	return p;

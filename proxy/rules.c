@@ -28,12 +28,10 @@ static inline bool eq_fold(const char *lc, const char *k, size_t n)
 	return true;
 }
 
-const struct ap_field *ap_rules_key(const struct ap_ruleset *rs, const char *k, size_t n)
+const struct ap_field *ap_rules_key_slow(const struct ap_ruleset *rs, const char *k, size_t n)
 {
 	uint32_t h, i;
 
-	if (n >= 64 || !(rs->key_lens >> n & 1))
-		return NULL;
 	h = key_hash(k, n);
 	for (i = h & rs->key_mask;; i = (i + 1) & rs->key_mask) {
 		const struct ap_key_slot *s = &rs->keys[i];
@@ -129,6 +127,10 @@ int ap_rules_add_key(struct ap_ruleset *rs, const char *name, uint16_t field, co
 	for (size_t j = 0; j < n; j++)
 		rs->keys[i].name[j] = (char)lower((unsigned char)name[j]);
 	rs->key_lens |= 1ull << n;
+	{
+		unsigned b = ap_rules_key_bloom(name, n);
+		rs->key_bloom[b >> 6] |= 1ull << (b & 63);
+	}
 	return AP_OK;
 }
 

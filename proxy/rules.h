@@ -78,7 +78,8 @@ struct ap_ruleset {
 
 	struct ap_key_slot *keys; /* power-of-two table, at most half full */
 	uint32_t key_mask;
-	uint64_t key_lens; /* bit n: some key has length n (n < 64), the cheap first test */
+	uint64_t key_lens;      /* bit n: some key has length n (n < 64), the cheap first test */
+	uint64_t key_bloom[16]; /* bit (len, first, last byte folded): the second test */
 
 	struct ap_path *paths;
 	uint8_t npaths;
@@ -95,8 +96,29 @@ struct ap_ruleset {
 };
 
 /* Returns the field entry for the object key <k, n> (decoded bytes), or NULL. Key names
- * compare ASCII case-insensitively. */
-const struct ap_field *ap_rules_key(const struct ap_ruleset *rs, const char *k, size_t n);
+ * compare ASCII case-insensitively. Most keys of a document name no rule: their length,
+ * first and last byte reject them inline, before any hashing. */
+const struct ap_field *ap_rules_key_slow(const struct ap_ruleset *rs, const char *k, size_t n);
+
+static inline unsigned ap_rules_key_bloom(const char *k, size_t n)
+{
+	return ((unsigned)n * 61u + ((unsigned char)k[0] | 0x20) * 7u +
+	        ((unsigned char)k[n - 1] | 0x20) * 131u) &
+	       1023u;
+}
+
+static inline const struct ap_field *ap_rules_key(const struct ap_ruleset *rs, const char *k,
+                                                  size_t n)
+{
+	unsigned b;
+
+	if (n >= 64 || !(rs->key_lens >> n & 1))
+		return NULL;
+	b = ap_rules_key_bloom(k, n);
+	if (!(rs->key_bloom[b >> 6] >> (b & 63) & 1))
+		return NULL;
+	return ap_rules_key_slow(rs, k, n);
+}
 
 /* Returns the field entry for header <name, n>, or NULL. */
 const struct ap_field *ap_rules_header(const struct ap_ruleset *rs, const char *name, size_t n);

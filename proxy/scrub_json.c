@@ -224,9 +224,9 @@ struct items {
  * its value at <p>: scanned under <f> (validated only when it is dropped whole), removed
  * when it must go, then the separator or the closing <close> consumed. Returns where the
  * next item starts (*more set) or the end of the container. */
-static const char *item(struct jscan *j, struct items *it, const char *start, const char *p,
-                        const struct ap_field *f, uint64_t cmask, bool drop, size_t plen,
-                        char close, bool *more)
+static inline __attribute__((always_inline)) const char *
+item(struct jscan *j, struct items *it, const char *start, const char *p, const struct ap_field *f,
+     uint64_t cmask, bool drop, size_t plen, char close, bool *more)
 {
 	const char *vend, *end = j->end;
 

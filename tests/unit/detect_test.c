@@ -378,8 +378,9 @@ static void ip_is(const char *s, int want, const uint8_t *bytes)
 	} else if (bytes) {
 		cr_expect(memcmp(a, bytes, want == 4 ? 4 : 16) == 0, "\"%s\": wrong bytes", s);
 	}
-	expect(s, AP_DET_ALL, false, want ? AP_CLASS_IP : AP_CLASS_NONE);
-	if (want) {
+	/* ap_detect leaves values under 6 bytes alone ("::1" identifies nobody). */
+	expect(s, AP_DET_ALL, false, want && n >= 6 ? AP_CLASS_IP : AP_CLASS_NONE);
+	if (want && n >= 6) {
 		MASK(s, AP_DET_IP, AP_CLASS_IP);
 		MASK(s, AP_DET_ALL & ~AP_DET_IP, AP_CLASS_NONE);
 		NUM(s, AP_CLASS_NONE);
@@ -811,10 +812,13 @@ Test(detect, precedence)
 	/* Disabled detectors fall through to the next in order or to none. */
 	expect("490154203237518", 0, false, AP_CLASS_NONE);
 	expect("490154203237518", 0, true, AP_CLASS_NONE);
-	expect("::1", AP_DET_ALL & ~AP_DET_IP, false, AP_CLASS_NONE);
+	expect("10.1.2.3", AP_DET_ALL & ~AP_DET_IP, false, AP_CLASS_NONE);
 	/* Bits outside AP_DET_ALL mean nothing. */
-	expect("::1", ~0u, false, AP_CLASS_IP);
-	expect("::1", ~0u & ~AP_DET_IP, false, AP_CLASS_NONE);
+	expect("10.1.2.3", ~0u, false, AP_CLASS_IP);
+	expect("10.1.2.3", ~0u & ~AP_DET_IP, false, AP_CLASS_NONE);
+	/* Too short to identify anyone: not detected, though ap_ip_parse reads them. */
+	expect("::1", ~0u, false, AP_CLASS_NONE);
+	expect("1::", ~0u, false, AP_CLASS_NONE);
 }
 
 Test(detect, words_text_and_hostile_bytes)
