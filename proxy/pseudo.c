@@ -467,12 +467,13 @@ static bool hex_shaped(const char *s, size_t n)
 	return letter;
 }
 
-/* The case a fixed-up hex digit takes: the case of the letter it replaces, else the
- * input's (upper only when the input has upper-case hex letters and no lower-case ones). */
+/* The case the hex digits of a pseudonym take: the input's (upper only when the input has
+ * upper-case hex letters and no lower-case ones), so "AA:BB:…" stays upper case. <at>
+ * past the end asks for the whole value's case. */
 static const char *hex_case(const char *in, size_t n, size_t at)
 {
 	bool up = false, lo = false;
-	unsigned char c = (unsigned char)in[at];
+	unsigned char c = at < n ? (unsigned char)in[at] : 0;
 
 	if (c >= 'A' && c <= 'F')
 		return hex_uc;
@@ -502,23 +503,29 @@ static void fix_up(int cls, const char *in, size_t n, bool numeric, char *o)
 	} else if (is_mac_class(cls) && mac_shape(in, n, hex12)) {
 		v = hexval((unsigned char)o[1]);
 		v = (v | 0x2) & ~0x1;
-		o[1] = hex_case(in, n, 1)[v];
+		o[1] = hex_case(in, n, n)[v];
 	} else if (is_uuid_class(cls) && uuid_shape(in, n)) {
 		o[14] = '4';
 		v = hexval((unsigned char)o[19]);
-		o[19] = hex_case(in, n, 19)[8 | (v & 3)];
+		o[19] = hex_case(in, n, n)[8 | (v & 3)];
 	}
 }
 
-/* Per input byte: digits become digits, hex letters (in a hex-shaped value) hex digits of
- * the same case, other ASCII letters letters of the same case; everything else (separators,
+/* Per input byte: in a hex value (hex-shaped, or a MAC or UUID of its class) every hex
+ * digit becomes a hex digit in the value's case; otherwise digits become digits and ASCII
+ * letters letters of the same case; everything else (separators,
  * '+', '@', '.', UTF-8 bytes) is kept. A JSON number only has its digits replaced (its 'e'
  * stays an exponent) and its first digit is drawn from 1-9, so it stays a valid number. */
 static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const char *in, size_t n,
                     bool numeric, struct ap_buf *out)
 {
 	struct stream st = {.ps = ps, .pos = 0, .nib = -1};
-	bool hex = !numeric && hex_shaped(in, n), first_digit = true;
+	char hex12[12];
+	bool hex = !numeric &&
+	           (hex_shaped(in, n) || (is_mac_class(act->cls) && mac_shape(in, n, hex12)) ||
+	            (is_uuid_class(act->cls) && uuid_shape(in, n)));
+	bool first_digit = true;
+	const char *hcase = hex ? hex_case(in, n, n) : hex_lc;
 	unsigned v = 0;
 	char *o;
 
@@ -533,7 +540,13 @@ static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const cha
 		unsigned char c = (unsigned char)in[i];
 		int rc = AP_OK;
 
-		if (is_digit(c)) {
+		if (hex && hexval(c) >= 0) {
+			/* In a hex value every hex digit may become any hex digit: keeping digits
+			 * as digits would show where the letters were and cost entropy (a MAC
+			 * would keep about 42 of its 48 bits' worth of choices). */
+			rc = draw_nibble(&st, &v);
+			o[i] = hcase[v];
+		} else if (is_digit(c)) {
 			/* 252 = 28 * 9 and 250 = 25 * 10: no modulo bias */
 			if (numeric && first_digit)
 				rc = draw_below(&st, 9, 252, &v);
@@ -543,9 +556,6 @@ static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const cha
 			first_digit = false;
 		} else if (numeric) {
 			o[i] = (char)c;
-		} else if (hex && hexval(c) >= 0) {
-			rc = draw_nibble(&st, &v);
-			o[i] = (c >= 'a' ? hex_lc : hex_uc)[v];
 		} else if (c >= 'a' && c <= 'z') {
 			rc = draw_below(&st, 26, 234, &v);
 			o[i] = (char)('a' + v);
