@@ -12,6 +12,7 @@ ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS ?=
 CONF ?= conf/anonproxy.json
 B ?= build
+BIN ?= bin
 
 ifneq ($(V),1)
 Q := @
@@ -20,7 +21,7 @@ else
 say =
 endif
 
-all: bin/anonproxy bin/anonctl devkey
+all: $(BIN)/anonproxy $(BIN)/anonctl devkey
 
 # build/config.mk is made by tools/deps.sh (installing packages if needed); make then
 # restarts with the pkg-config flags it holds.
@@ -35,6 +36,10 @@ UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 TEST_SUPPORT := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT:%.c=$(B)/%.o)
+INTEG_SRC := $(wildcard tests/integration/*_test.c)
+INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
+INTEG_SUPPORT := $(filter-out $(INTEG_SRC) tests/integration/recorder.c,$(wildcard tests/integration/*.c))
+INTEG_SUPPORT_OBJ := $(INTEG_SUPPORT:%.c=$(B)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/*_fuzz.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
@@ -51,12 +56,12 @@ $(B)/%.o: %.c $(B)/config.mk
 $(B)/libap.a: $(LIB_OBJ)
 	$(call say,AR,$@)rm -f $@ && ar rcs $@ $^
 
-bin/anonproxy: $(B)/proxy/main.o $(B)/libap.a
-	@mkdir -p bin
+$(BIN)/anonproxy: $(B)/proxy/main.o $(B)/libap.a
+	@mkdir -p $(@D)
 	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-bin/anonctl: $(B)/tools/anonctl.o $(B)/libap.a
-	@mkdir -p bin
+$(BIN)/anonctl: $(B)/tools/anonctl.o $(B)/libap.a
+	@mkdir -p $(@D)
 	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(B)/tests/%_test: $(B)/tests/unit/%_test.o $(TEST_SUPPORT_OBJ) $(B)/libap.a
@@ -64,6 +69,15 @@ $(B)/tests/%_test: $(B)/tests/unit/%_test.o $(TEST_SUPPORT_OBJ) $(B)/libap.a
 	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
 $(B)/bench/%: $(B)/bench/%.o $(B)/libap.a
+	@mkdir -p $(@D)
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# Integration tests start the real anonproxy and the recording upstream on loopback.
+$(B)/tests/integration/%_test: $(B)/tests/integration/%_test.o $(INTEG_SUPPORT_OBJ) $(B)/libap.a
+	@mkdir -p $(@D)
+	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(B)/tests/recorder: $(B)/tests/integration/recorder.o
 	@mkdir -p $(@D)
 	$(call say,LD,$@)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
@@ -98,13 +112,15 @@ conf/dev.key:
 
 # Each unit binary runs on its own so one crash names its module; then the integration
 # scripts, which start real servers on loopback.
-test: all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
+test: all $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN) $(INTEG_BIN) $(if $(wildcard tests/integration/recorder.c),$(B)/tests/recorder)
 	@fail=0; for t in $(UNIT_BIN); do \
 		printf '== %s\n' $$t; $$t --jobs 2 --timeout 300 || { echo "FAILED: $$t"; fail=1; }; done; \
 	for t in $(FUZZ_REPLAY); do n=$$(basename $$t _fuzz); \
 		$$t tests/fuzz/corpus/$$n || { echo "FAILED: $$t"; fail=1; }; done; \
+	for t in $(INTEG_BIN); do \
+		printf '== %s\n' $$t; B=$(B) BIN=$(BIN) $$t --jobs 1 --timeout 300 || { echo "FAILED: $$t"; fail=1; }; done; \
 	for t in $(wildcard tests/integration/*_test.sh); do \
-		printf '== %s\n' $$t; B=$(B) $$t || { echo "FAILED: $$t"; fail=1; }; done; \
+		printf '== %s\n' $$t; B=$(B) BIN=$(BIN) $$t || { echo "FAILED: $$t"; fail=1; }; done; \
 	exit $$fail
 
 unit: $(UNIT_BIN)
@@ -114,10 +130,10 @@ bench: all $(BENCH_BIN)
 	$(B)/bench/scrub_bench
 
 run: all
-	./bin/anonproxy -c $(CONF)
+	./$(BIN)/anonproxy -c $(CONF)
 
 asan:
-	$(MAKE) B=build-asan OPT=-O1 SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' test
+	$(MAKE) B=build-asan BIN=build-asan/bin OPT=-O1 SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' test
 
 fmt:
 	clang-format -i proxy/*.[ch] tools/*.c tests/unit/*.c tests/support/*.[ch] tests/fuzz/*.c bench/*.c
