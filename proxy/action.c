@@ -128,7 +128,7 @@ static int print_v4(const uint8_t a[4], const char *pre, struct ap_buf *out)
 static int truncate_ip(const struct ap_action *act, const char *in, size_t n, struct ap_buf *out)
 {
 	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
-	unsigned b4 = act->v4bits ? act->v4bits : 24, b6 = act->v6bits ? act->v6bits : 48;
+	unsigned b4 = act->v4bits, b6 = act->v6bits;
 	uint8_t a[16];
 
 	b4 = b4 > 32 ? 32 : b4;
@@ -282,7 +282,7 @@ int ap_action_apply(struct ap_pseudo *ps, const struct ap_action *act, const cha
 		num = act->fmt == AP_HASH_PRESERVE;
 		break;
 	case AP_ACT_MASK:
-		rc = mask(in, n, act->length ? act->length : 4, out);
+		rc = mask(in, n, act->length, out);
 		break;
 	case AP_ACT_TRUNCATE_IP:
 		rc = truncate_ip(act, in, n, out);

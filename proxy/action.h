@@ -10,9 +10,11 @@
 
 /* Appends to <out> the replacement of the decoded value <in, n> under <act>:
  *   HASH         ap_pseudo_make;
- *   MASK         all but the last act->length characters (UTF-8 code points) become '*';
+ *   MASK         all but the last act->length characters (UTF-8 code points) become '*'
+ *                (0: all of them; the configuration's default is 4);
  *   TRUNCATE_IP  the address with the host bits zeroed (act->v4bits / v6bits prefix),
- *                in canonical text form; a value that is not one IP address becomes "";
+ *                in canonical text form (a prefix of 0 erases the address; the
+ *                configuration's defaults are 24 and 48); not one IP address: "";
  *   ROUND        the number rounded half away from zero to act->decimals places, printed
  *                with exactly that many decimals; a non-number becomes "";
  *   KEEP         the value unchanged.

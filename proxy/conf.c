@@ -179,7 +179,8 @@ static char *resolve(struct cctx *x, const char *file)
 
 	if (file[0] == '/' || !x->dir || !x->dir[0])
 		return dupstr(file);
-	if (asprintf(&p, "%s/%s", x->dir, file) < 0) {
+	if (asprintf(&p, "%s%s%s", x->dir, x->dir[strlen(x->dir) - 1] == '/' ? "" : "/", file) <
+	    0) {
 		fprintf(stderr, "anonproxy: out of memory loading the configuration\n");
 		exit(1);
 	}
@@ -373,7 +374,8 @@ static int parse_action(struct cctx *x, json_t *o, enum ap_class cls, struct ap_
 		push(x, "length");
 		return fail(x, "a preserve-format hash has the length of its input");
 	}
-	a->length = (uint8_t)v;
+	if (act == AP_ACT_HASH) /* mask keeps its default of 4 unless "keep" says otherwise */
+		a->length = (uint8_t)v;
 	{
 		bool kid = false;
 		if (get_bool(x, o, "key_id", &kid) != AP_OK)
@@ -678,6 +680,28 @@ static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_
 
 /* ---- upstreams and routes ---- */
 
+/* A host name as a route or an upstream URL names it: letters, digits, '.', '-', '_', or
+ * an IPv6 address in brackets. No port, path, user or wildcard: a route host with one of
+ * those would never match, and an upstream URL with one would connect somewhere else. */
+static bool host_ok(const char *h, size_t n)
+{
+	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+		if (n == 2)
+			return false;
+		for (size_t i = 1; i + 1 < n; i++)
+			if (!strchr("0123456789abcdefABCDEF:.", h[i]))
+				return false;
+		return true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = h[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return n > 0;
+}
+
 static int parse_upstream(struct cctx *x, const char *name, json_t *o, struct ap_upstream_conf *u)
 {
 	static const char *const allowed[] = {"url",    "sink", "log_bodies", "ca_file",
@@ -697,11 +721,18 @@ static int parse_upstream(struct cctx *x, const char *name, json_t *o, struct ap
 		return AP_ERR;
 	u->sink = sink;
 	if (sink) {
-		if (url) {
-			push(x, "url");
-			return fail(x, "a sink has no url");
-		}
+		static const char *const url_only[] = {"url", "ca_file", "verify", "pool"};
+		for (size_t i = 0; i < AP_ARRAY_LEN(url_only); i++)
+			if (json_object_get(o, url_only[i])) {
+				push(x, url_only[i]);
+				return fail(x, "a sink has no url%s",
+				            i ? ", so no TLS or connection settings" : "");
+			}
 		return AP_OK;
+	}
+	if (json_object_get(o, "log_bodies")) {
+		push(x, "log_bodies");
+		return fail(x, "applies to a sink only (\"sink\": true)");
 	}
 	if (ca)
 		u->ca_file = resolve(x, ca);
@@ -723,10 +754,16 @@ static int parse_upstream(struct cctx *x, const char *name, json_t *o, struct ap
 			colon = he[1] == ':' ? he + 1 : NULL;
 			if (he[1] && he[1] != ':' && he[1] != '/')
 				return fail(x, "bad host");
+			if (!host_ok(hs, (size_t)(he - hs + 1)))
+				return fail(x, "bad host");
 			u->host = strndup(hs + 1, (size_t)(he - hs - 1));
 		} else {
 			he = hs + strcspn(hs, ":/");
 			colon = *he == ':' ? he : NULL;
+			if (he > hs && !host_ok(hs, (size_t)(he - hs)))
+				return fail(x,
+				            "bad host (no user, query or fragment in an upstream "
+				            "URL)");
 			u->host = strndup(hs, (size_t)(he - hs));
 		}
 		if (!u->host || !u->host[0])
@@ -775,6 +812,11 @@ static int parse_route(struct cctx *x, json_t *o, struct ap_conf *c, struct ap_r
 	if (path && path[0] != '/') {
 		push(x, "path");
 		return fail(x, "a path prefix starts with '/'");
+	}
+	if (host && strcmp(host, "*") != 0 && !host_ok(host, strlen(host))) {
+		push(x, "host");
+		return fail(x, "a host name without port, path or wildcard (\"api.example.com\", "
+		               "\"[::1]\"), or \"*\" for any");
 	}
 	r->host = host && strcmp(host, "*") != 0 ? dupstr(host) : NULL;
 	r->path = dupstr(path ? path : "/");
@@ -830,40 +872,49 @@ static int parse_route(struct cctx *x, json_t *o, struct ap_conf *c, struct ap_r
 	return AP_OK;
 }
 
-static int parse_listen(struct cctx *x, json_t *v, struct ap_conf *c)
+/* A listen list ("address:port" or a list of them) at key <key> into *list, *n; absent:
+ * <dflt> (NULL: none). */
+static int parse_listen(struct cctx *x, json_t *v, const char *key, const char *dflt, char ***list,
+                        size_t *n)
 {
-	size_t old = push(x, "listen"), i;
+	size_t old = push(x, key), i;
 	json_t *s;
 
 	if (!v) {
-		c->listen = calloc(1, sizeof(char *));
-		c->listen[0] = dupstr("127.0.0.1:8080");
-		c->nlisten = 1;
+		if (dflt) {
+			*list = calloc(1, sizeof(char *));
+			(*list)[0] = dupstr(dflt);
+			*n = 1;
+		}
 		pop(x, old);
 		return AP_OK;
 	}
 	if (json_is_string(v)) {
-		c->listen = calloc(1, sizeof(char *));
-		c->listen[0] = dupstr(json_string_value(v));
-		c->nlisten = 1;
+		*list = calloc(1, sizeof(char *));
+		(*list)[0] = dupstr(json_string_value(v));
+		*n = 1;
 	} else if (json_is_array(v) && json_array_size(v) > 0) {
-		c->listen = calloc(json_array_size(v), sizeof(char *));
+		*list = calloc(json_array_size(v), sizeof(char *));
 		json_array_foreach(v, i, s)
 		{
 			if (!json_is_string(s)) {
 				push_idx(x, i);
 				return fail(x, "must be \"address:port\"");
 			}
-			c->listen[c->nlisten++] = dupstr(json_string_value(s));
+			(*list)[(*n)++] = dupstr(json_string_value(s));
 		}
 	} else
 		return fail(x, "must be \"address:port\" or a list of them");
-	for (i = 0; i < c->nlisten; i++) {
-		const char *p = strrchr(c->listen[i], ':');
-		if (!p || p == c->listen[i] || !p[1] ||
-		    strspn(p + 1, "0123456789") != strlen(p + 1) || atoi(p + 1) < 1 ||
-		    atoi(p + 1) > 65535)
-			return fail(x, "\"%.64s\" is not address:port", c->listen[i]);
+	for (i = 0; i < *n; i++) {
+		const char *p = strrchr((*list)[i], ':');
+		const char *a = (*list)[i];
+		/* An IPv6 address is bracketed: in "::1" the last ':' is no port separator. */
+		bool v6 = a[0] == '[';
+		if (!p || p == a || !p[1] || strspn(p + 1, "0123456789") != strlen(p + 1) ||
+		    strlen(p + 1) > 5 || atoi(p + 1) < 1 || atoi(p + 1) > 65535 ||
+		    (v6 ? p[-1] != ']' || p == a + 2 : memchr(a, ':', (size_t)(p - a)) != NULL))
+			return fail(x, "\"%.64s\" is not address:port (IPv6 as [addr]:port)",
+			            (*list)[i]);
 	}
 	pop(x, old);
 	return AP_OK;
@@ -871,9 +922,9 @@ static int parse_listen(struct cctx *x, json_t *v, struct ap_conf *c)
 
 static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 {
-	static const char *const allowed[] = {"listen",     "workers",   "admin",    "keys",
-	                                      "limits",     "upstreams", "rulesets", "routes",
-	                                      "access_log", NULL};
+	static const char *const allowed[] = {"listen", "workers",    "admin",    "keys",
+	                                      "limits", "upstreams",  "rulesets", "routes",
+	                                      "tls",    "access_log", NULL};
 	json_t *rulesets, *upstreams, *routes, *v, *admin;
 	const char *name, *alog;
 	size_t i;
@@ -881,13 +932,35 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 	if (!json_is_object(root))
 		return fail(x, "the configuration must be a JSON object");
 	if (only_keys(x, root, allowed) != AP_OK ||
-	    parse_listen(x, json_object_get(root, "listen"), c) ||
+	    parse_listen(x, json_object_get(root, "listen"), "listen", "127.0.0.1:8080", &c->listen,
+	                 &c->nlisten) ||
 	    get_uint(x, root, "workers", 0, 256, &c->workers) != AP_OK ||
 	    parse_limits(x, json_object_get(root, "limits"), &c->limits) != AP_OK ||
 	    parse_keys(x, json_object_get(root, "keys"), &c->keys) != AP_OK ||
 	    get_string(x, root, "access_log", false, &alog) != AP_OK)
 		return AP_ERR;
-	c->access_log = dupstr(alog);
+	/* "off" turns it off; a file name is resolved like every other file name. */
+	c->access_log = alog && strcmp(alog, "off") != 0 ? resolve(x, alog) : dupstr(alog);
+
+	if ((v = json_object_get(root, "tls"))) {
+		static const char *const tk[] = {"listen", "cert", "key", NULL};
+		const char *cert, *key;
+		size_t old = push(x, "tls");
+		if (need_object(x, v) != AP_OK || only_keys(x, v, tk) != AP_OK ||
+		    get_string(x, v, "cert", true, &cert) != AP_OK ||
+		    get_string(x, v, "key", true, &key) != AP_OK)
+			return AP_ERR;
+		if (!json_object_get(v, "listen")) {
+			push(x, "listen");
+			return fail(x, "required: where the TLS listener binds");
+		}
+		if (parse_listen(x, json_object_get(v, "listen"), "listen", NULL, &c->tls_listen,
+		                 &c->ntls_listen) != AP_OK)
+			return AP_ERR;
+		c->tls_cert = resolve(x, cert);
+		c->tls_key = resolve(x, key);
+		pop(x, old);
+	}
 
 	if ((admin = json_object_get(root, "admin"))) {
 		static const char *const ak[] = {"listen", "token_file", NULL};
@@ -972,6 +1045,23 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 	return AP_OK;
 }
 
+/* jansson's message without the input it quotes ("near 'xyz'", "byte 0x8e", "'\\uD800'"):
+ * when the file given is not the configuration but, say, a key file, that input is the
+ * secret. The line and column say where to look. */
+static const char *json_why(char *text)
+{
+	static const char *const quoting[] = {" near '", " 0x", " '\\u"};
+
+	for (size_t i = 0; i < AP_ARRAY_LEN(quoting); i++) {
+		char *q = strstr(text, quoting[i]);
+		if (q)
+			*q = 0;
+	}
+	if (strncmp(text, "unable to decode byte", 21) == 0)
+		return "not UTF-8 text";
+	return text;
+}
+
 struct ap_conf *ap_conf_parse(const char *text, size_t n, const char *dir, char *err)
 {
 	struct cctx x = {.err = err, .dir = dir};
@@ -987,7 +1077,7 @@ struct ap_conf *ap_conf_parse(const char *text, size_t n, const char *dir, char 
 	root = json_loadb(text, n, JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
 		snprintf(err, AP_CONF_ERR_MAX, "line %d column %d: %s", je.line, je.column,
-		         je.text);
+		         json_why(je.text));
 		free(c);
 		return NULL;
 	}
@@ -1033,7 +1123,7 @@ struct ap_conf *ap_conf_load(const char *path, char *err)
 	dir = dupstr(path);
 	slash = strrchr(dir, '/');
 	if (slash)
-		*slash = 0;
+		slash[slash == dir] = 0; /* "/anonproxy.json" lives in "/", not in "" */
 	else
 		strcpy(dir, ".");
 	c = ap_conf_parse(text ? text : "", len, dir, e2);
@@ -1073,6 +1163,11 @@ void ap_conf_free(struct ap_conf *c)
 	for (size_t i = 0; i < c->nlisten; i++)
 		free(c->listen[i]);
 	free(c->listen);
+	for (size_t i = 0; i < c->ntls_listen; i++)
+		free(c->tls_listen[i]);
+	free(c->tls_listen);
+	free(c->tls_cert);
+	free(c->tls_key);
 	free(c->admin_listen);
 	free(c->admin_token_file);
 	free(c->access_log);

@@ -63,7 +63,9 @@ struct ap_conf {
 	struct ap_limits limits;
 	char **listen;
 	size_t nlisten;
-	char *tls_cert, *tls_key; /* optional TLS listener files */
+	char **tls_listen; /* addresses of the TLS listener ("tls": {"listen", "cert", "key"}) */
+	size_t ntls_listen;
+	char *tls_cert, *tls_key; /* its certificate chain and key, PEM */
 	size_t workers;           /* 0: one per core */
 	char *admin_listen;       /* NULL: no admin listener */
 	char *admin_token_file;

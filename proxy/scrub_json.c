@@ -132,13 +132,13 @@ static const char *number_value(struct jscan *j, const char *p, const struct ap_
 
 	if (AP_UNLIKELY(!e))
 		return fail(j, "invalid JSON number", p);
-	if (j->skipping || (!rule && !j->rs->detect))
+	if (j->skipping || ((!rule || rule->ncodec) && !j->rs->detect))
 		return e;
 	n = (size_t)(e - p);
 	if (rule && !rule->ncodec)
 		act = &rule->act;
-	else if (rule || !integer || !(act = ap_scrub_detect(j->sc, p, n, true)))
-		return e;
+	else if (!integer || !(act = ap_scrub_detect(j->sc, p, n, true)))
+		return e; /* a codec entry on a number is no entry: the detectors decide */
 	else
 		detected = true;
 	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
@@ -193,7 +193,9 @@ static const char *member_key(struct jscan *j, const char *p, const struct ap_fi
 		*cmask = ap_rules_path_step(j->rs, pmask, j->depth - 1, k, n, 0, f);
 	if (!*f)
 		*f = ap_rules_key(j->rs, k, n);
-	if (!*f && rule && !rule->ncodec)
+	/* An enclosing rule reaches the members of an object, except an allow-list entry:
+	 * "keep" on a container must not hide an identifier inside it from the detectors. */
+	if (!*f && rule && !rule->ncodec && rule->act.act != AP_ACT_KEEP)
 		*f = rule;
 	act = j->rs->scrub_keys && j->rs->detect ? ap_scrub_detect(j->sc, k, n, false) : NULL;
 	if (j->findings)

@@ -152,7 +152,7 @@ static const char *mask(const char *in, int keep)
 Test(action, mask_ascii)
 {
 	cr_assert_str_eq(mask("13800138000", 4), "*******8000");
-	cr_assert_str_eq(mask("13800138000", 0), "*******8000", "0 means 4");
+	cr_assert_str_eq(mask("13800138000", 0), "***********", "0 keeps nothing");
 	cr_assert_str_eq(mask("13800138000", 1), "**********0");
 	cr_assert_str_eq(mask("13800138000", 10), "*3800138000");
 	cr_assert_str_eq(mask("12345", 4), "*2345");
@@ -192,44 +192,46 @@ static const char *trunc_ip(const char *in, int v4, int v6)
 
 Test(action, truncate_ipv4)
 {
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 0, 0), "192.168.1.0");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 24, 0), "192.168.1.0");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 16, 0), "192.168.0.0");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 20, 0), "192.168.0.0");
-	cr_assert_str_eq(trunc_ip("10.255.255.255", 12, 0), "10.240.0.0");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 1, 0), "128.0.0.0");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 31, 0), "192.168.1.76");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 32, 0), "192.168.1.77");
-	cr_assert_str_eq(trunc_ip("192.168.1.77", 200, 0), "192.168.1.77", "clamped to 32");
-	cr_assert_str_eq(trunc_ip("8.8.8.8", 0, 0), "8.8.8.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 24, 48), "192.168.1.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 24, 48), "192.168.1.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 16, 48), "192.168.0.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 20, 48), "192.168.0.0");
+	cr_assert_str_eq(trunc_ip("10.255.255.255", 12, 48), "10.240.0.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 1, 48), "128.0.0.0");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 31, 48), "192.168.1.76");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 32, 48), "192.168.1.77");
+	cr_assert_str_eq(trunc_ip("192.168.1.77", 200, 48), "192.168.1.77", "clamped to 32");
+	cr_assert_str_eq(trunc_ip("8.8.8.8", 24, 48), "8.8.8.0");
+	cr_assert_str_eq(trunc_ip("8.8.8.8", 0, 48), "0.0.0.0", "a prefix of 0 erases it");
+	cr_assert_str_eq(trunc_ip("2001:db8::1", 24, 0), "::", "a prefix of 0 erases it");
 }
 
 Test(action, truncate_ipv6)
 {
-	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 0, 0), "2001:db8:1234::");
-	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 0, 64), "2001:db8:1234:5678::");
-	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 0, 56), "2001:db8:1234:5600::");
-	cr_assert_str_eq(trunc_ip("2001:0DB8:1234:5678:9ABC:DEF0:1234:5678", 0, 128),
+	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 24, 48), "2001:db8:1234::");
+	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 24, 64), "2001:db8:1234:5678::");
+	cr_assert_str_eq(trunc_ip("2001:db8:1234:5678::1", 24, 56), "2001:db8:1234:5600::");
+	cr_assert_str_eq(trunc_ip("2001:0DB8:1234:5678:9ABC:DEF0:1234:5678", 24, 128),
 	                 "2001:db8:1234:5678:9abc:def0:1234:5678");
-	cr_assert_str_eq(trunc_ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 0, 33),
+	cr_assert_str_eq(trunc_ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 24, 33),
 	                 "2001:db8:8000::");
-	cr_assert_str_eq(trunc_ip("2001:db8::1", 0, 1), "::");
-	cr_assert_str_eq(trunc_ip("fe80::1", 0, 200), "fe80::1", "clamped to 128");
+	cr_assert_str_eq(trunc_ip("2001:db8::1", 24, 1), "::");
+	cr_assert_str_eq(trunc_ip("fe80::1", 24, 200), "fe80::1", "clamped to 128");
 	/* RFC 5952 4.2: longest run, leftmost on a tie, never a single group */
-	cr_assert_str_eq(trunc_ip("2001:db8:0:0:1:0:0:1", 0, 128), "2001:db8::1:0:0:1");
-	cr_assert_str_eq(trunc_ip("2001:0:0:1:0:0:0:1", 0, 128), "2001:0:0:1::1");
-	cr_assert_str_eq(trunc_ip("2001:db8:0:1:1:1:1:1", 0, 128), "2001:db8:0:1:1:1:1:1");
-	cr_assert_str_eq(trunc_ip("0:0:0:0:0:0:0:1", 0, 128), "::1");
-	cr_assert_str_eq(trunc_ip("1:0:0:0:0:0:0:0", 0, 128), "1::");
-	cr_assert_str_eq(trunc_ip("::", 0, 128), "::");
-	cr_assert_str_eq(trunc_ip("1:0:1:0:1:0:1:0", 0, 128), "1:0:1:0:1:0:1:0");
-	cr_assert_str_eq(trunc_ip("0:0:1:0:0:1:0:0", 0, 128), "::1:0:0:1:0:0");
+	cr_assert_str_eq(trunc_ip("2001:db8:0:0:1:0:0:1", 24, 128), "2001:db8::1:0:0:1");
+	cr_assert_str_eq(trunc_ip("2001:0:0:1:0:0:0:1", 24, 128), "2001:0:0:1::1");
+	cr_assert_str_eq(trunc_ip("2001:db8:0:1:1:1:1:1", 24, 128), "2001:db8:0:1:1:1:1:1");
+	cr_assert_str_eq(trunc_ip("0:0:0:0:0:0:0:1", 24, 128), "::1");
+	cr_assert_str_eq(trunc_ip("1:0:0:0:0:0:0:0", 24, 128), "1::");
+	cr_assert_str_eq(trunc_ip("::", 24, 128), "::");
+	cr_assert_str_eq(trunc_ip("1:0:1:0:1:0:1:0", 24, 128), "1:0:1:0:1:0:1:0");
+	cr_assert_str_eq(trunc_ip("0:0:1:0:0:1:0:0", 24, 128), "::1:0:0:1:0:0");
 }
 
 Test(action, truncate_ipv4_mapped)
 {
-	cr_assert_str_eq(trunc_ip("::ffff:192.168.1.77", 0, 0), "::ffff:192.168.1.0");
-	cr_assert_str_eq(trunc_ip("::FFFF:c0a8:14d", 16, 0), "::ffff:192.168.0.0");
+	cr_assert_str_eq(trunc_ip("::ffff:192.168.1.77", 24, 48), "::ffff:192.168.1.0");
+	cr_assert_str_eq(trunc_ip("::FFFF:c0a8:14d", 16, 48), "::ffff:192.168.0.0");
 }
 
 Test(action, truncate_not_an_ip)
