@@ -47,6 +47,7 @@ FUZZ_TIME ?= 60
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(B)/%)
 
+.SECONDARY:
 .PHONY: all test unit integration run clean fmt bench asan fuzz devkey
 
 $(B)/%.o: %.c $(B)/config.mk
@@ -104,11 +105,13 @@ fuzz: $(if $(FUZZ),build-fuzz/$(FUZZ)_fuzz,$(FUZZ_BIN))
 		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$d \
 			build-fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; done
 
-# The development key that conf/anonproxy.json names. Never committed (see .gitignore);
-# made once with mode 0600 so the loader's permission check passes.
-devkey: conf/dev.key
+# The development key and admin token that conf/anonproxy.json names. Never committed
+# (see .gitignore); made once with mode 0600 so the loaders' permission checks pass.
+devkey: conf/dev.key conf/admin.token
 conf/dev.key:
 	$(call say,KEY,$@)umask 077 && head -c 32 /dev/urandom > $@
+conf/admin.token:
+	$(call say,TOKEN,$@)umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > $@
 
 # Each unit binary runs on its own so one crash names its module; then the integration
 # scripts, which start real servers on loopback.

@@ -65,9 +65,9 @@ struct ap_http_resp {
 	int minor;
 	int64_t content_length; /* -1: none */
 	bool chunked;
-	bool close;          /* Connection: close, or HTTP/1.0 without keep-alive */
-	bool no_body;        /* 1xx, 204, 304, or the answer to a HEAD */
-	bool until_close;    /* no length and not chunked: the body ends when the peer closes */
+	bool close;       /* Connection: close, or HTTP/1.0 without keep-alive */
+	bool no_body;     /* 1xx, 204, 304, or the answer to a HEAD */
+	bool until_close; /* no length and not chunked: the body ends when the peer closes */
 	size_t head_len;
 	struct ap_http_header headers[AP_HTTP_HEADERS_MAX];
 	size_t nheaders;
@@ -85,10 +85,10 @@ int ap_http_parse_response(const char *buf, size_t len, size_t last_len, bool he
  * Zero-initialise before the first chunk. */
 struct ap_chunked {
 	int state;
-	uint64_t left;    /* bytes of chunk data still to come */
-	size_t line;      /* bytes seen of the current size, extension or trailer line */
-	uint64_t total;   /* data bytes so far */
-	unsigned digits;  /* hex digits of the current size */
+	uint64_t left;   /* bytes of chunk data still to come */
+	size_t line;     /* bytes seen of the current size, extension or trailer line */
+	uint64_t total;  /* data bytes so far */
+	unsigned digits; /* hex digits of the current size */
 };
 
 /* Feeds <in, n> to the decoder. Chunk data is appended to <out> (NULL: only follow the
