@@ -575,10 +575,8 @@ static void process(struct ap_conn *c, struct ap_span body)
 	char ip[INET6_ADDRSTRLEN];
 	int status = 400, i;
 
-	if (ap_worker_scrub_key(w, &conf->keys.keys[conf->keys.active]) != AP_OK) {
-		respond(c, 500, "cannot initialise hashing", true);
+	if (ap_worker_scrub_key(w, &conf->keys.keys[conf->keys.active]) != AP_OK)
 		goto drain;
-	}
 	ap_scrub_begin(sc, rt->ruleset, (unsigned)conf->limits.json_depth,
 	               conf->limits.decoded_bytes);
 	sc->finding_cb = finding_cb;
@@ -682,13 +680,17 @@ refused:
 	if (w->inspect)
 		ap_log_inspect_end(w, sc->why, (struct ap_span){NULL, 0});
 	evbuffer_drain(fwd, evbuffer_get_length(fwd));
+	/* The request was read whole: it leaves the input before the answer, so the next
+	 * pipelined one is what the connection reads next. */
+	evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
+	c->head_base = NULL;
 	refuse(c, status, sc->why ? sc->why : "cannot scrub this request", refusal_of(status),
 	       true);
+	return;
 drain:
-	if (!c->dead && c->state != C_CLOSING) {
-		evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
-		c->head_base = NULL;
-	}
+	evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
+	c->head_base = NULL;
+	respond(c, 500, "cannot initialise hashing", true);
 }
 
 /* ---- upstream ---- */
@@ -987,7 +989,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct ap_conn *c = arg;
 
 	AP_UNUSED(bev);
-	AP_UNUSED(what);
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* a TLS handshake finished */
 	/* EOF or an error from the client: whatever was going on is over. */
 	conn_close(c);
 }
