@@ -670,11 +670,20 @@ static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_
 	/* A detected class with no action of its own is hashed with the defaults: finding an
 	 * identifier and letting it through is never the default. Fields were resolved above,
 	 * so this only reaches the detectors. */
-	for (int c = 1; c < AP_CLASS_MAX; c++)
+	for (int c = 1; c < AP_CLASS_MAX; c++) {
 		if (rs->class_act[c].act == AP_ACT_NONE) {
 			rs->class_act[c].act = AP_ACT_HASH;
 			rs->class_act[c].cls = (uint8_t)c;
 		}
+		/* A detected number keeps its type: a value's type is part of the document's
+		 * contract (and a codec entry reads a string as an encoded document). */
+		rs->class_num[c] = rs->class_act[c];
+		if (rs->class_num[c].act == AP_ACT_HASH) {
+			rs->class_num[c].fmt = AP_HASH_PRESERVE;
+			rs->class_num[c].length = 0;
+			rs->class_num[c].key_id = 0;
+		}
+	}
 	return AP_OK;
 }
 

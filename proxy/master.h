@@ -43,6 +43,14 @@ struct ap_master {
 	bool stopping;
 };
 
+/* Reads <path> and validates it: the text the workers are given, and its parse. NULL
+ * with err[AP_CONF_ERR_MAX] when it cannot be read or does not validate. */
+struct ap_conf *ap_master_load(const char *path, char **text, size_t *len, char *err);
+
+/* Runs the master: workers (<workers> of them), admin, signals, until stopped. Returns
+ * the exit status. m->path, m->text, m->len, m->conf and m->inspect are set. */
+int ap_master_run(struct ap_master *m, long workers);
+
 /* Reloads the configuration file: validated here, then sent to every worker; a file
  * that does not validate leaves everything as it was. AP_OK, or AP_ERR with err[]. */
 int ap_master_reload(struct ap_master *m, char *err);

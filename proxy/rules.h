@@ -89,6 +89,8 @@ struct ap_ruleset {
 
 	unsigned detect;                          /* enum ap_det bits */
 	struct ap_action class_act[AP_CLASS_MAX]; /* action for a detected value of a class */
+	struct ap_action class_num[AP_CLASS_MAX]; /* ... of a JSON number: a hash keeps its
+	                                             shape, so a number stays a number */
 	bool scrub_keys;                          /* run the detectors over object keys too */
 	bool query;                               /* scrub the query string */
 

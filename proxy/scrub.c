@@ -323,8 +323,48 @@ static enum body_type body_type(struct ap_span ctype)
 	return BODY_UNKNOWN;
 }
 
+/* Trims the punctuation that surrounds an identifier in text: "(", ")", ".", ":". */
+static struct ap_span trim_punct(const char *p, size_t n)
+{
+	while (n && (*p == '(' || *p == ')' || *p == '.' || *p == ':')) {
+		p++;
+		n--;
+	}
+	while (n && (p[n - 1] == '(' || p[n - 1] == ')' || p[n - 1] == '.' || p[n - 1] == ':'))
+		n--;
+	return (struct ap_span){p, n};
+}
+
+static bool detected(const char *p, size_t n)
+{
+	struct ap_span t = trim_punct(p, n);
+	return t.n && ap_detect(t.p, t.n, AP_DET_ALL, false) != AP_CLASS_NONE;
+}
+
+/* One token of identifier characters: the whole of it, each part between parentheses,
+ * and what follows each ':' of a part ("imei:3569…", "mac:aa:bb:…") go to the detectors. */
+static bool token_hits(const char *p, size_t n)
+{
+	const char *e = p + n;
+
+	if (detected(p, n))
+		return true;
+	while (p < e) {
+		const char *q = p;
+		while (q < e && *q != '(' && *q != ')')
+			q++;
+		if (q > p && detected(p, (size_t)(q - p)))
+			return true;
+		for (const char *c = p; c < q; c++)
+			if (*c == ':' && detected(c + 1, (size_t)(q - c - 1)))
+				return true;
+		p = q + 1;
+	}
+	return false;
+}
+
 /* The "scan" policy: every run of characters an identifier can be made of is put to the
- * detectors. */
+ * detectors, whole and in its parts. */
 static bool scan_hits(struct ap_scrub *sc, struct ap_span in)
 {
 	static const char tok[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -332,6 +372,7 @@ static bool scan_hits(struct ap_scrub *sc, struct ap_span in)
 	static bool table[256], ready;
 	size_t i = 0;
 
+	AP_UNUSED(sc);
 	if (!ready) {
 		for (const char *t = tok; *t; t++)
 			table[(unsigned char)*t] = true;
@@ -344,11 +385,7 @@ static bool scan_hits(struct ap_scrub *sc, struct ap_span in)
 		s = i;
 		while (i < in.n && table[(unsigned char)in.p[i]])
 			i++;
-		/* Trailing punctuation ends sentences, not identifiers. */
-		size_t e = i;
-		while (e > s && (in.p[e - 1] == '.' || in.p[e - 1] == ':' || in.p[e - 1] == ')'))
-			e--;
-		if (e > s && ap_detect(in.p + s, e - s, AP_DET_ALL, false) != AP_CLASS_NONE)
+		if (i > s && token_hits(in.p + s, i - s))
 			return true;
 	}
 	return false;

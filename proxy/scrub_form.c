@@ -1,7 +1,8 @@
 /* application/x-www-form-urlencoded bodies and query strings: pairs split on '&', keys
  * and values percent-decoded ('+' is a space) to be matched, a replaced value written
- * back percent-encoded, untouched pairs copied byte for byte. A '%' not followed by two
- * hex digits makes the whole document undecodable, so it is refused. */
+ * back percent-encoded, untouched pairs copied byte for byte; a key that is itself an
+ * identifier is scrubbed as JSON object keys are. A '%' not followed by two hex digits
+ * makes the whole document undecodable, so it is refused. */
 #include "detect.h"
 #include "scrub.h"
 
@@ -99,9 +100,10 @@ static int flush(struct fscan *f, const char *upto)
 }
 
 /* The value [v, ve) of one pair whose key matched <fl> (or nothing: NULL). Sets *drop
- * when the pair must go. */
+ * when the pair must go. <has_eq> is false for a key written without '=': its value is
+ * empty, and a replacement then needs the '=' the input did not have. */
 static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v, const char *ve,
-                      bool *drop)
+                      bool has_eq, bool *drop)
 {
 	struct ap_scrub *sc = f->sc;
 	struct ap_level *lv = f->lv;
@@ -150,9 +152,33 @@ static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v,
 		                   &num) != AP_OK)
 			return ap_scrub_fail(sc, "out of memory", 0);
 	}
-	if (flush(f, v) != AP_OK || pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
+	if (flush(f, v) != AP_OK || (!has_eq && lv->rep.len && ap_buf_addc(f->out, '=') != AP_OK) ||
+	    pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
 		return ap_scrub_fail(sc, "out of memory", 0);
 	f->copied = ve;
+	return AP_OK;
+}
+
+/* A key no rule names but a detector recognised as <act> (some SDKs key maps by device
+ * id), treated as JSON object keys are when the ruleset scans keys: the key [k, ke) is
+ * rewritten in place, or *drop set. <key, n> is its decoded form. */
+static int pair_key(struct fscan *f, const char *k, const char *ke, const char *key, size_t n,
+                    const struct ap_action *act, bool *drop)
+{
+	struct ap_scrub *sc = f->sc;
+	struct ap_level *lv = f->lv;
+	bool num;
+
+	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
+		ap_scrub_found(sc, act, key, n, true);
+		*drop = act->act == AP_ACT_DROP;
+		return AP_OK;
+	}
+	ap_buf_clear(&lv->rep);
+	if (ap_scrub_apply(sc, act, key, n, false, true, &lv->rep, &num) != AP_OK ||
+	    flush(f, k) != AP_OK || pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
+		return ap_scrub_fail(sc, "out of memory", 0);
+	f->copied = ke;
 	return AP_OK;
 }
 
@@ -165,9 +191,12 @@ static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out,
 	while (p < f.end) {
 		const char *amp = memchr(p, '&', (size_t)(f.end - p)), *pe = amp ? amp : f.end;
 		const char *eq = memchr(p, '=', (size_t)(pe - p)), *ke = eq ? eq : pe;
+		const char *v = eq ? eq + 1 : pe;
 		const struct ap_field *fl = NULL;
+		const struct ap_action *kact = NULL;
+		const char *copied = f.copied;
 		char key[FORM_KEY_MAX];
-		size_t plen = sc->pathlen;
+		size_t plen = sc->pathlen, mark = out->len;
 		bool drop = false;
 		long kn = -1;
 
@@ -180,17 +209,31 @@ static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out,
 					return ap_scrub_fail(sc, "invalid percent-encoding",
 					                     (size_t)(p - f.beg));
 				fl = ap_rules_key(sc->rs, key, (size_t)kn);
+				if (!fl && sc->rs->scrub_keys && sc->rs->detect)
+					kact = ap_scrub_detect(sc, key, (size_t)kn, false);
 			} else if (!pct_valid(p, (size_t)(ke - p)))
 				return ap_scrub_fail(sc, "invalid percent-encoding",
 				                     (size_t)(p - f.beg));
-			if (sc->finding_cb)
+			/* A key that is an identifier is not shown in the path either. */
+			if (sc->finding_cb && kact)
+				ap_scrub_path_key(sc, "(id)", 4);
+			else if (sc->finding_cb)
 				ap_scrub_path_key(sc, kn >= 0 ? key : "(long)",
 				                  kn >= 0 ? (size_t)kn : 6);
-			if (pair_value(&f, fl, eq ? eq + 1 : pe, pe, &drop) != AP_OK)
+			if (kact && pair_key(&f, p, ke, key, (size_t)kn, kact, &drop) != AP_OK)
+				return AP_ERR;
+			if (drop) {
+				if (!pct_valid(v, (size_t)(pe - v)))
+					return ap_scrub_fail(sc, "invalid percent-encoding",
+					                     (size_t)(v - f.beg));
+			} else if (pair_value(&f, fl, v, pe, eq != NULL, &drop) != AP_OK)
 				return AP_ERR;
 			if (sc->finding_cb)
 				ap_scrub_path_pop(sc, plen);
 			if (drop) {
+				/* A key rewritten above goes with its pair. */
+				out->len = mark;
+				f.copied = copied;
 				if (flush(&f, kept ? sep : p) != AP_OK)
 					return AP_ERR;
 				f.copied = pe;

@@ -57,9 +57,88 @@ static int addr_list(struct ap_scrub *sc, const struct ap_action *act, struct ap
 	return AP_OK;
 }
 
+static bool obf_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+/* RFC 7239 section 6: "unknown" or an obfuscated "_name", with an optional port (digits, or
+ * an obfuscated "_port"). Nodes like these carry no address and stay as they are. */
+static bool node_named(const char *p, const char *e)
+{
+	const char *colon = memchr(p, ':', (size_t)(e - p)), *ne = colon ? colon : e;
+	const char *q;
+
+	if (!ap_span_ieq((struct ap_span){p, (size_t)(ne - p)}, "unknown")) {
+		if (ne - p < 2 || *p != '_')
+			return false;
+		for (q = p + 1; q < ne; q++)
+			if (!obf_char((unsigned char)*q))
+				return false;
+	}
+	if (!colon)
+		return true;
+	if (e - colon < 2)
+		return false;
+	if (colon[1] == '_') {
+		for (q = colon + 2; q < e; q++)
+			if (!obf_char((unsigned char)*q))
+				return false;
+		return e - colon > 2;
+	}
+	if (e - colon > 6)
+		return false;
+	for (q = colon + 1; q < e; q++)
+		if (*q < '0' || *q > '9')
+			return false;
+	return true;
+}
+
+/* Writes "<name>=<v>", <v> as a token when it is one and as a quoted string otherwise
+ * (a key-id prefix holds a ':'); an empty <v> becomes "unknown". */
+static int put_node(struct ap_buf *out, struct ap_span name, struct ap_span v)
+{
+	bool token = true;
+
+	if (v.n == 0)
+		v = AP_SPAN("unknown");
+	for (size_t i = 0; i < v.n && token; i++) {
+		unsigned char c = (unsigned char)v.p[i];
+		token = obf_char(c) || (c && strchr("!#$%&'*+^`|~", c));
+	}
+	if (ap_buf_add(out, name.p, name.n) != AP_OK || ap_buf_addc(out, '=') != AP_OK)
+		return AP_ERR;
+	if (token)
+		return ap_buf_add(out, v.p, v.n);
+	if (ap_buf_addc(out, '"') != AP_OK)
+		return AP_ERR;
+	for (size_t i = 0; i < v.n; i++)
+		if (((v.p[i] == '"' || v.p[i] == '\\') && ap_buf_addc(out, '\\') != AP_OK) ||
+		    ap_buf_addc(out, v.p[i]) != AP_OK)
+			return AP_ERR;
+	return ap_buf_addc(out, '"');
+}
+
+/* A node's text through <act>, written as for=/by= <name>'s value. */
+static int node_apply(struct ap_scrub *sc, const struct ap_action *act, struct ap_span name,
+                      struct ap_span node, struct ap_buf *out)
+{
+	struct ap_buf *rep = &sc->lv[0].rep;
+	bool num;
+
+	ap_buf_clear(rep);
+	if (ap_scrub_apply(sc, act, node.p, node.n, false, false, rep, &num) != AP_OK ||
+	    put_node(out, name, ap_buf_span(rep)) != AP_OK)
+		return ap_scrub_fail(sc, "out of memory", 0);
+	return AP_OK;
+}
+
 /* RFC 7239: elements separated by ',', pairs by ';'; for= and by= hold a node: an IPv4
  * address, a bracketed IPv6 address in quotes, "unknown" or an obfuscated "_name", each
- * with an optional port. Addresses get the action and lose their port; the rest stays. */
+ * with an optional port. Addresses get the action and lose their port; "unknown" and
+ * "_name" stay; any other node (a list, a space, a typo) is not one the RFC allows and may
+ * hide an address, so the action gets it whole (truncate_ip makes it "unknown"). */
 static int forwarded(struct ap_scrub *sc, const struct ap_action *act, struct ap_span v,
                      struct ap_buf *out)
 {
@@ -83,7 +162,7 @@ static int forwarded(struct ap_scrub *sc, const struct ap_action *act, struct ap
 		struct ap_span name = eq ? trim(pair.p, eq) : pair;
 
 		if (eq && (ap_span_ieq(name, "for") || ap_span_ieq(name, "by"))) {
-			struct ap_span node = trim(eq + 1, pair.p + pair.n);
+			struct ap_span node = trim(eq + 1, pair.p + pair.n), raw;
 			const char *np = node.p, *ne = node.p + node.n;
 			bool wrote;
 			int fam;
@@ -92,6 +171,7 @@ static int forwarded(struct ap_scrub *sc, const struct ap_action *act, struct ap
 				np++;
 				ne--;
 			}
+			raw = (struct ap_span){np, (size_t)(ne - np)};
 			if (np < ne && *np == '[') {
 				const char *rb = memchr(np, ']', (size_t)(ne - np));
 				if (!rb)
@@ -104,20 +184,27 @@ static int forwarded(struct ap_scrub *sc, const struct ap_action *act, struct ap
 					ne = colon; /* IPv4 with a port */
 			}
 			fam = ap_ip_parse(np, (size_t)(ne - np), addr);
-			if (fam) {
+			if (fam == 4) {
+				if (node_apply(sc, act, name,
+				               (struct ap_span){np, (size_t)(ne - np)},
+				               out) != AP_OK)
+					return AP_ERR;
+			} else if (fam == 6) {
 				if (ap_buf_add(out, name.p, name.n) != AP_OK ||
-				    ap_buf_add(out, fam == 6 ? "=\"[" : "=", fam == 6 ? 3 : 1) !=
-				            AP_OK)
+				    ap_buf_add(out, "=\"[", 3) != AP_OK)
 					return ap_scrub_fail(sc, "out of memory", 0);
 				if (one_addr(sc, act, (struct ap_span){np, (size_t)(ne - np)}, out,
 				             &wrote) != AP_OK)
 					return AP_ERR;
 				if (!wrote && ap_buf_add(out, "unknown", 7) != AP_OK)
 					return AP_ERR;
-				if (fam == 6 && ap_buf_add(out, "]\"", 2) != AP_OK)
+				if (ap_buf_add(out, "]\"", 2) != AP_OK)
 					return AP_ERR;
-			} else if (ap_buf_add(out, pair.p, pair.n) != AP_OK)
-				return ap_scrub_fail(sc, "out of memory", 0);
+			} else if (node_named(raw.p, raw.p + raw.n)) {
+				if (ap_buf_add(out, pair.p, pair.n) != AP_OK)
+					return ap_scrub_fail(sc, "out of memory", 0);
+			} else if (node_apply(sc, act, name, raw, out) != AP_OK)
+				return AP_ERR;
 		} else if (ap_buf_add(out, pair.p, pair.n) != AP_OK)
 			return ap_scrub_fail(sc, "out of memory", 0);
 		if (d < e && ap_buf_add(out, *d == ',' ? ", " : ";", *d == ',' ? 2 : 1) != AP_OK)

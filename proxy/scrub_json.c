@@ -139,8 +139,10 @@ static const char *number_value(struct jscan *j, const char *p, const struct ap_
 		act = &rule->act;
 	else if (!integer || !(act = ap_scrub_detect(j->sc, p, n, true)))
 		return e; /* a codec entry on a number is no entry: the detectors decide */
-	else
+	else {
 		detected = true;
+		act = &j->rs->class_num[act->cls];
+	}
 	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
 		ap_scrub_found(j->sc, act, p, n, detected);
 		*drop = act->act == AP_ACT_DROP;

@@ -830,6 +830,22 @@ Test(response, fields)
 	assert_span(resp.headers[1].value, "a=b", "value");
 }
 
+/* A 1xx head is returned alone; the final head is parsed from where it ended. */
+Test(response, interim_then_final)
+{
+	const char s[] =
+	        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	const char *why;
+	int r = presp(s, sizeof(s) - 1, 0, false, 4096, &why);
+
+	cr_assert_eq(r, 25);
+	cr_assert(resp.no_body);
+	cr_assert_eq(presp(s + r, sizeof(s) - 1 - (size_t)r, 0, false, 4096, &why),
+	             (int)sizeof(s) - 1 - r - 2);
+	cr_assert_eq(resp.status, 200);
+	cr_assert_eq(resp.content_length, 2);
+}
+
 static const char *const bad_resps[] = {
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",

@@ -1,0 +1,420 @@
+/* The master process: reads and validates the configuration, makes the listening sockets
+ * (one SO_REUSEPORT socket per worker and address, kept open across worker restarts so no
+ * accept queue is lost), forks the workers and restarts one that dies, reloads on SIGHUP or
+ * POST /reload (validated here first, then sent to every worker whole over its control
+ * channel), drains the workers on SIGTERM, and runs the admin listener. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "ctl.h"
+#include "log.h"
+#include "master.h"
+#include "worker.h"
+
+#define LISTEN_MAX      16
+#define STOP_DEADLINE_S 40
+
+static char *read_file(const char *path, size_t *len, char *err)
+{
+	FILE *f = fopen(path, "rb");
+	char *text = NULL;
+	size_t cap = 0, r;
+
+	*len = 0;
+	if (!f) {
+		snprintf(err, AP_CONF_ERR_MAX, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	do {
+		if (*len == cap) {
+			char *nt;
+			cap = cap ? cap * 2 : 65536;
+			if (cap > AP_CTL_MAX || !(nt = realloc(text, cap))) {
+				snprintf(err, AP_CONF_ERR_MAX, "%s: too large", path);
+				free(text);
+				fclose(f);
+				return NULL;
+			}
+			text = nt;
+		}
+		r = fread(text + *len, 1, cap - *len, f);
+		*len += r;
+	} while (r > 0);
+	fclose(f);
+	return text;
+}
+
+struct ap_conf *ap_master_load(const char *path, char **text, size_t *len, char *err)
+{
+	char *dir = strdup(path), *slash, e2[AP_CONF_ERR_MAX];
+	struct ap_conf *c;
+
+	*text = read_file(path, len, err);
+	if (!*text || !dir) {
+		free(dir);
+		return NULL;
+	}
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	c = ap_conf_parse(*text, *len, slash ? dir : ".", e2);
+	free(dir);
+	if (!c) {
+		snprintf(err, AP_CONF_ERR_MAX, "%.100s: %.400s", path, e2);
+		free(*text);
+		*text = NULL;
+		return NULL;
+	}
+	return c;
+}
+
+static int listen_on(const char *addr, char *err)
+{
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	struct addrinfo hints = {0}, *res = NULL;
+	int fd, one = 1, rc;
+	size_t hl = (size_t)(colon - addr);
+
+	if (addr[0] == '[') {
+		hl -= 2;
+		memcpy(host, addr + 1, hl);
+	} else
+		memcpy(host, addr, hl);
+	host[hl] = 0;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((rc = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &res)) != 0) {
+		snprintf(err, AP_CONF_ERR_MAX, "listen %s: %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+		snprintf(err, AP_CONF_ERR_MAX, "listen %s: %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* ---- workers ---- */
+
+static void spawn(struct ap_master *m, unsigned i);
+
+static void ctl_reply_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_wproc *wp = arg;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+	struct ap_ctl_msg msg;
+
+	AP_UNUSED(what);
+	if (n <= 0) {
+		event_del(wp->ev);
+		return;
+	}
+	ap_buf_add(&wp->in, buf, (size_t)n);
+	while (ap_ctl_take(&wp->in, &msg)) {
+		if (msg.type == AP_CTL_FAIL)
+			ap_log_msg("worker %u refused the reload: %.*s", wp->id, (int)msg.len,
+			           msg.body);
+		ap_ctl_consume(&wp->in, &msg);
+	}
+}
+
+static void respawn_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_wproc *wp = arg;
+
+	AP_UNUSED(fd);
+	AP_UNUSED(what);
+	if (!wp->m->stopping)
+		spawn(wp->m, wp->id);
+}
+
+static void spawn(struct ap_master *m, unsigned i)
+{
+	struct ap_wproc *wp = &m->w[i];
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		ap_log_msg("worker %u: socketpair: %s", i, strerror(errno));
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		ap_log_msg("worker %u: fork: %s", i, strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
+	if (pid == 0) {
+		int rc;
+		/* A worker outlives no master: if it goes, the worker drains and leaves. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() == 1)
+			_exit(1);
+		close(sv[0]);
+		/* The master's event base, signal handlers, admin socket and control channels are
+		 * not the worker's: it makes its own. The epoll instance is shared with the
+		 * master after fork(), so the base is re-initialised before anything is removed
+		 * from it — else the master's events would be deleted too. */
+		event_reinit(m->base);
+		for (unsigned k = 0; k < m->nworkers; k++) {
+			if (m->w[k].ev)
+				event_free(m->w[k].ev), m->w[k].ev = NULL;
+			if (m->w[k].ctl >= 0)
+				close(m->w[k].ctl);
+			if (k != i)
+				for (size_t a = 0; a < m->w[k].nfds; a++)
+					close(m->w[k].fds[a]);
+		}
+		for (int k = 0; k < 4; k++)
+			if (m->sigs[k])
+				event_free(m->sigs[k]), m->sigs[k] = NULL;
+		ap_admin_free(m->admin);
+		m->admin = NULL;
+		event_base_free(m->base);
+		m->base = NULL;
+		rc = ap_worker_main(i, m->path, m->text, m->len, wp->fds, wp->tls, wp->nfds, sv[1],
+		                    m->metrics, m->inspect);
+		_exit(rc);
+	}
+	close(sv[1]);
+	if (wp->ctl >= 0)
+		close(wp->ctl);
+	if (wp->ev)
+		event_free(wp->ev);
+	wp->ctl = sv[0];
+	wp->pid = pid;
+	wp->started = time(NULL);
+	ap_buf_clear(&wp->in);
+	wp->ev = event_new(m->base, sv[0], EV_READ | EV_PERSIST, ctl_reply_cb, wp);
+	event_add(wp->ev, NULL);
+}
+
+static void child_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ap_master *m = arg;
+	pid_t pid;
+	int st;
+
+	AP_UNUSED(sig);
+	AP_UNUSED(what);
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (unsigned i = 0; i < m->nworkers; i++) {
+			struct ap_wproc *wp = &m->w[i];
+			if (wp->pid != pid)
+				continue;
+			wp->pid = 0;
+			if (m->stopping)
+				break;
+			if (WIFSIGNALED(st))
+				ap_log_msg("worker %u (pid %d) killed by signal %d; restarting", i,
+				           (int)pid, WTERMSIG(st));
+			else
+				ap_log_msg("worker %u (pid %d) exited with %d; restarting", i,
+				           (int)pid, WEXITSTATUS(st));
+			m->metrics->worker_restarts++;
+			/* One that dies at once is restarted after a pause, not in a tight loop. */
+			if (time(NULL) - wp->started < 2) {
+				struct timeval tv = {1, 0};
+				event_base_once(m->base, -1, EV_TIMEOUT, respawn_cb, wp, &tv);
+			} else
+				spawn(m, i);
+		}
+	}
+	if (m->stopping) {
+		bool any = false;
+		for (unsigned i = 0; i < m->nworkers; i++)
+			any |= m->w[i].pid != 0;
+		if (!any)
+			event_base_loopexit(m->base, NULL);
+	}
+}
+
+/* ---- reload and stop ---- */
+
+int ap_master_reload(struct ap_master *m, char *err)
+{
+	char *text;
+	size_t len;
+	struct ap_conf *c = ap_master_load(m->path, &text, &len, err);
+
+	if (!c) {
+		m->metrics->reload_failures++;
+		ap_log_msg("reload refused, the running configuration stays: %s", err);
+		return AP_ERR;
+	}
+	for (size_t i = 0; i < c->nroutes; i++) {
+		char name[AP_ROUTE_NAME_MAX];
+		ap_metrics_route_slot(m->metrics, ap_route_name(&c->routes[i], name, sizeof(name)),
+		                      true);
+	}
+	ap_admin_reconfigure(m->admin, c);
+	ap_conf_free(m->conf);
+	free(m->text);
+	m->conf = c;
+	m->text = text;
+	m->len = len;
+	for (unsigned i = 0; i < m->nworkers; i++)
+		if (m->w[i].pid && m->w[i].ctl >= 0)
+			ap_ctl_send(m->w[i].ctl, AP_CTL_RELOAD, text, (uint32_t)len);
+	m->metrics->reloads++;
+	ap_log_msg("configuration reloaded from %s", m->path);
+	return AP_OK;
+}
+
+static void stop_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_master *m = arg;
+
+	AP_UNUSED(fd);
+	AP_UNUSED(what);
+	for (unsigned i = 0; i < m->nworkers; i++)
+		if (m->w[i].pid)
+			kill(m->w[i].pid, SIGKILL);
+	event_base_loopexit(m->base, NULL);
+}
+
+static void stop(struct ap_master *m)
+{
+	struct timeval tv = {STOP_DEADLINE_S, 0};
+	bool any = false;
+
+	if (m->stopping)
+		return;
+	m->stopping = true;
+	ap_log_msg("stopping: draining %u workers", m->nworkers);
+	for (unsigned i = 0; i < m->nworkers; i++)
+		if (m->w[i].pid) {
+			any = true;
+			if (m->w[i].ctl >= 0)
+				ap_ctl_send(m->w[i].ctl, AP_CTL_DRAIN, "", 0);
+			kill(m->w[i].pid, SIGTERM);
+		}
+	if (!any) {
+		event_base_loopexit(m->base, NULL);
+		return;
+	}
+	event_base_once(m->base, -1, EV_TIMEOUT, stop_deadline_cb, m, &tv);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ap_master *m = arg;
+	char err[AP_CONF_ERR_MAX];
+
+	AP_UNUSED(what);
+	if (sig == SIGHUP)
+		ap_master_reload(m, err);
+	else
+		stop(m);
+}
+
+/* ---- main ---- */
+
+int ap_master_run(struct ap_master *m, long workers)
+{
+	char err[AP_CONF_ERR_MAX];
+	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, SIGCHLD};
+
+	signal(SIGPIPE, SIG_IGN);
+	if (workers < 0)
+		workers = m->conf->workers ? (long)m->conf->workers : sysconf(_SC_NPROCESSORS_ONLN);
+	if (workers < 1)
+		workers = 1;
+	if (workers > AP_WORKERS_MAX)
+		workers = AP_WORKERS_MAX;
+	m->nworkers = (unsigned)workers;
+	if (!(m->metrics = ap_metrics_create(m->nworkers))) {
+		fprintf(stderr, "anonproxy: cannot map the metrics segment\n");
+		return 1;
+	}
+	for (size_t i = 0; i < m->conf->nroutes; i++) {
+		char name[AP_ROUTE_NAME_MAX];
+		ap_metrics_route_slot(m->metrics,
+		                      ap_route_name(&m->conf->routes[i], name, sizeof(name)), true);
+	}
+	if (m->conf->nlisten + m->conf->ntls_listen > LISTEN_MAX) {
+		fprintf(stderr, "anonproxy: at most %d listen addresses\n", LISTEN_MAX);
+		return 1;
+	}
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		struct ap_wproc *wp = &m->w[i];
+		wp->id = i;
+		wp->m = m;
+		wp->ctl = -1;
+		for (size_t a = 0; a < m->conf->nlisten + m->conf->ntls_listen; a++) {
+			bool tls = a >= m->conf->nlisten;
+			const char *addr = tls ? m->conf->tls_listen[a - m->conf->nlisten]
+			                       : m->conf->listen[a];
+			int fd = listen_on(addr, err);
+			if (fd < 0) {
+				fprintf(stderr, "anonproxy: %s\n", err);
+				return 1;
+			}
+			wp->fds[wp->nfds] = fd;
+			wp->tls[wp->nfds++] = tls;
+		}
+	}
+	if (!(m->base = event_base_new())) {
+		fprintf(stderr, "anonproxy: cannot make an event base\n");
+		return 1;
+	}
+	if (m->conf->admin_listen && !(m->admin = ap_admin_start(m, err))) {
+		fprintf(stderr, "anonproxy: %s\n", err);
+		return 1;
+	}
+	for (int i = 0; i < 4; i++) {
+		m->sigs[i] = evsignal_new(m->base, signums[i],
+		                          signums[i] == SIGCHLD ? child_cb : signal_cb, m);
+		evsignal_add(m->sigs[i], NULL);
+	}
+	for (unsigned i = 0; i < m->nworkers; i++)
+		spawn(m, i);
+	ap_log_msg("listening on %s%s with %u worker%s, configuration %s", m->conf->listen[0],
+	           m->conf->nlisten + m->conf->ntls_listen > 1 ? " (and more)" : "", m->nworkers,
+	           m->nworkers == 1 ? "" : "s", m->path);
+
+	event_base_dispatch(m->base);
+
+	ap_admin_free(m->admin);
+	for (int i = 0; i < 4; i++)
+		event_free(m->sigs[i]);
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		if (m->w[i].ev)
+			event_free(m->w[i].ev);
+		if (m->w[i].ctl >= 0)
+			close(m->w[i].ctl);
+		for (size_t a = 0; a < m->w[i].nfds; a++)
+			close(m->w[i].fds[a]);
+		ap_buf_free(&m->w[i].in);
+	}
+	event_base_free(m->base);
+	ap_conf_free(m->conf);
+	free(m->text);
+	ap_log_msg("stopped");
+	return 0;
+}
