@@ -7,7 +7,6 @@
  * never inside their own callbacks. */
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -19,12 +18,12 @@
 #include "conn.h"
 #include "detect.h"
 #include "http1.h"
+#include "io.h"
 #include "log.h"
 #include "upstream.h"
 
 #define RELAY_HIGH (256u << 10) /* client output above this: stop reading the upstream */
 #define RELAY_LOW  (64u << 10)
-#define IO_CHUNK   (64u << 10) /* bytes per read or write system call */
 
 enum cstate {
 	C_HEAD,     /* waiting for (the rest of) a request head */
@@ -34,14 +33,14 @@ enum cstate {
 	C_CLOSING,  /* flushing the last bytes to the client, then close */
 };
 
-/* A client connection. Owned by its worker (the list w->conns); the upstream bufferevent
+/* A client connection. Owned by its worker (the list w->conns); the upstream stream
  * in <up> belongs to it while a request uses it, then goes back to the pool. */
 struct ap_conn {
 	struct ap_worker *w;
 	struct ap_conn *next, *prev;
 	struct ap_conn *next_dead;
-	struct bufferevent *cl;
-	struct bufferevent *up;
+	struct ap_io *cl;
+	struct ap_io *up;
 	struct ap_upstream *ups;
 	struct ap_live *live; /* the configuration the current request started with (a ref) */
 	const struct ap_route *route;
@@ -79,9 +78,9 @@ struct ap_conn {
 };
 
 static void conn_step(struct ap_conn *c);
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct ap_io *io, void *arg);
+static void client_write_cb(struct ap_io *io, void *arg);
+static void client_event_cb(struct ap_io *io, int what, void *arg);
 
 static uint64_t now_us(void)
 {
@@ -106,7 +105,7 @@ static const struct ap_limits *limits(const struct ap_conn *c)
 static void release_upstream(struct ap_conn *c)
 {
 	if (c->up) {
-		bufferevent_free(c->up);
+		ap_io_free(c->up);
 		c->up = NULL;
 	}
 }
@@ -150,8 +149,8 @@ static void conn_close(struct ap_conn *c)
 	evtimer_del(c->timer);
 	release_upstream(c);
 	if (c->cl) {
-		bufferevent_disable(c->cl, EV_READ | EV_WRITE);
-		bufferevent_setcb(c->cl, NULL, NULL, NULL, NULL);
+		ap_io_read(c->cl, false);
+		ap_io_setcb(c->cl, NULL, NULL, NULL, NULL);
 	}
 	if (c->prev)
 		c->prev->next = c->next;
@@ -172,8 +171,8 @@ void ap_conn_reap(struct ap_worker *w)
 		struct ap_conn *c = w->dead;
 		w->dead = c->next_dead;
 		end_request_state(c);
-		if (c->cl)
-			bufferevent_free(c->cl), c->cl = NULL;
+		ap_io_free(c->cl);
+		c->cl = NULL;
 		event_free(c->timer);
 		evbuffer_free(c->fwd);
 		ap_buf_free(&c->body);
@@ -187,9 +186,9 @@ static void close_when_flushed(struct ap_conn *c)
 {
 	c->state = C_CLOSING;
 	release_upstream(c);
-	bufferevent_disable(c->cl, EV_READ);
+	ap_io_read(c->cl, false);
 	arm(c, 5000);
-	if (evbuffer_get_length(bufferevent_get_output(c->cl)) == 0)
+	if (evbuffer_get_length(ap_io_out(c->cl)) == 0)
 		conn_close(c);
 }
 
@@ -245,7 +244,7 @@ static void finish_request(struct ap_conn *c);
  * <keep>: the request was read whole, so the connection can go on. */
 static void respond(struct ap_conn *c, int status, const char *why, bool keep)
 {
-	struct evbuffer *out = bufferevent_get_output(c->cl);
+	struct evbuffer *out = ap_io_out(c->cl);
 	size_t before = evbuffer_get_length(out);
 	size_t wl = why ? strlen(why) + 1 : 0;
 
@@ -351,7 +350,7 @@ static void log_path(struct ap_conn *c)
 static bool read_head(struct ap_conn *c)
 {
 	struct ap_worker *w = c->w;
-	struct evbuffer *in = bufferevent_get_input(c->cl);
+	struct evbuffer *in = ap_io_in(c->cl);
 	size_t len = evbuffer_get_length(in), n;
 	const struct ap_limits *lim = &w->live->conf->limits;
 	struct ap_http_limits hl = {lim->header_bytes, lim->uri_bytes, lim->headers};
@@ -408,7 +407,7 @@ static bool read_head(struct ap_conn *c)
 	}
 	if (c->req.expect_continue && (c->req.chunked || c->req.content_length > 0) &&
 	    len == c->req.head_len) {
-		evbuffer_add(bufferevent_get_output(c->cl), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		evbuffer_add(ap_io_out(c->cl), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 		c->sent_continue = true;
 	}
 	c->state = C_BODY;
@@ -422,7 +421,7 @@ static bool read_head(struct ap_conn *c)
  * a Content-Length body, in c->body for a chunked one). */
 static bool read_body(struct ap_conn *c, struct ap_span *body)
 {
-	struct evbuffer *in = bufferevent_get_input(c->cl);
+	struct evbuffer *in = ap_io_in(c->cl);
 	const struct ap_limits *lim = limits(c);
 	size_t head = c->req.head_len;
 
@@ -660,7 +659,7 @@ static void process(struct ap_conn *c, struct ap_span body)
 	sc->finding_cb = NULL;
 
 	/* What the client sent for this request is no longer needed. */
-	evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
+	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
 	c->head_base = NULL;
 	ap_metric_add(&w->stats->bytes_in, c->req_bytes);
 	ap_metric_add(&w->stats->bytes_upstream, evbuffer_get_length(fwd));
@@ -685,22 +684,21 @@ refused:
 	evbuffer_drain(fwd, evbuffer_get_length(fwd));
 	/* The request was read whole: it leaves the input before the answer, so the next
 	 * pipelined one is what the connection reads next. */
-	evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
+	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
 	c->head_base = NULL;
 	refuse(c, status, sc->why ? sc->why : "cannot scrub this request", refusal_of(status),
 	       true);
 	return;
 drain:
-	evbuffer_drain(bufferevent_get_input(c->cl), c->req_bytes);
+	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
 	c->head_base = NULL;
 	respond(c, 500, "cannot initialise hashing", true);
 }
 
 /* ---- upstream ---- */
 
-static void upstream_read_cb(struct bufferevent *bev, void *arg);
-static void upstream_write_cb(struct bufferevent *bev, void *arg);
-static void upstream_event_cb(struct bufferevent *bev, short what, void *arg);
+static void upstream_read_cb(struct ap_io *io, void *arg);
+static void upstream_event_cb(struct ap_io *io, int what, void *arg);
 
 static void upstream_failed(struct ap_conn *c, enum ap_uerr kind, int status, const char *why)
 {
@@ -728,13 +726,11 @@ static void send_to_upstream(struct ap_conn *c)
 		return;
 	}
 	ap_metric_add(c->reused ? &c->w->stats->upstream_reused : &c->w->stats->upstream_new, 1);
-	bufferevent_setcb(c->up, upstream_read_cb, upstream_write_cb, upstream_event_cb, c);
-	bufferevent_set_max_single_read(c->up, IO_CHUNK);
-	bufferevent_set_max_single_write(c->up, IO_CHUNK);
-	bufferevent_enable(c->up, EV_READ | EV_WRITE);
+	ap_io_setcb(c->up, upstream_read_cb, NULL, upstream_event_cb, c);
+	ap_io_read(c->up, true);
 	/* A reference: the request stays in c->fwd in case a reused connection turns out to
 	 * have been closed by the upstream and it must be sent again. */
-	evbuffer_add_buffer_reference(bufferevent_get_output(c->up), c->fwd);
+	evbuffer_add_buffer_reference(ap_io_out(c->up), c->fwd);
 	c->up_connected = c->reused;
 	arm(c, c->reused ? lim->upstream_response_timeout_ms : lim->upstream_connect_timeout_ms);
 }
@@ -742,10 +738,10 @@ static void send_to_upstream(struct ap_conn *c)
 static void response_done(struct ap_conn *c)
 {
 	bool reusable = c->up && !c->resp.close && !c->resp.until_close && !c->http10 &&
-	                evbuffer_get_length(bufferevent_get_input(c->up)) == 0;
+	                evbuffer_get_length(ap_io_in(c->up)) == 0;
 
 	if (reusable) {
-		bufferevent_setcb(c->up, NULL, NULL, NULL, NULL);
+		ap_io_setcb(c->up, NULL, NULL, NULL, NULL);
 		ap_upstream_put(c->ups, c->up);
 		c->up = NULL;
 	} else
@@ -755,7 +751,7 @@ static void response_done(struct ap_conn *c)
 
 static void relay(struct ap_conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->up), *out = bufferevent_get_output(c->cl);
+	struct evbuffer *in = ap_io_in(c->up), *out = ap_io_out(c->cl);
 	size_t avail = evbuffer_get_length(in), before = evbuffer_get_length(out);
 
 	if (c->resp.no_body) {
@@ -797,14 +793,14 @@ static void relay(struct ap_conn *c)
 		c->resp_bytes += evbuffer_get_length(out) - before;
 	}
 	if (!c->dead && c->up && evbuffer_get_length(out) > RELAY_HIGH)
-		bufferevent_disable(c->up, EV_READ);
+		ap_io_read(c->up, false);
 }
 
 /* Copies the response head to the client without its hop-by-hop fields, saying close
  * when this connection will not carry another request. */
 static void relay_head(struct ap_conn *c, const char *p)
 {
-	struct evbuffer *out = bufferevent_get_output(c->cl);
+	struct evbuffer *out = ap_io_out(c->cl);
 	const struct ap_http_resp *rs = &c->resp;
 	const char *eol = memchr(p, '\n', rs->head_len);
 	size_t before = evbuffer_get_length(out);
@@ -830,12 +826,11 @@ static void relay_head(struct ap_conn *c, const char *p)
 	c->resp_bytes += evbuffer_get_length(out) - before;
 }
 
-static void upstream_read_cb(struct bufferevent *bev, void *arg)
+static void upstream_read_cb(struct ap_io *io, void *arg)
 {
 	struct ap_conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = ap_io_in(io);
 
-	AP_UNUSED(bev);
 	arm(c, limits(c)->upstream_response_timeout_ms);
 	while (c->state == C_UPSTREAM) {
 		size_t len = evbuffer_get_length(in), n;
@@ -875,33 +870,22 @@ static void upstream_read_cb(struct bufferevent *bev, void *arg)
 		relay(c);
 }
 
-static void upstream_write_cb(struct bufferevent *bev, void *arg)
-{
-	AP_UNUSED(bev);
-	AP_UNUSED(arg);
-}
-
-static void upstream_event_cb(struct bufferevent *bev, short what, void *arg)
+static void upstream_event_cb(struct ap_io *io, int what, void *arg)
 {
 	struct ap_conn *c = arg;
 
-	AP_UNUSED(bev);
-	if (what & BEV_EVENT_CONNECTED) {
+	AP_UNUSED(io);
+	if (what & AP_IO_CONNECTED) {
 		c->up_connected = true;
 		arm(c, limits(c)->upstream_response_timeout_ms);
 		return;
 	}
 	if (!c->up_connected) {
-		bool tls = c->ups && c->ups->ssl;
-		upstream_failed(c,
-		                tls && (what & BEV_EVENT_ERROR) &&
-		                                bufferevent_get_openssl_error(c->up)
-		                        ? AP_UERR_TLS
-		                        : AP_UERR_CONNECT,
-		                502, "cannot connect to the upstream");
+		upstream_failed(c, ap_io_tls_failed(c->up) ? AP_UERR_TLS : AP_UERR_CONNECT, 502,
+		                "cannot connect to the upstream");
 		return;
 	}
-	if (c->state == C_RELAY && c->resp.until_close && (what & BEV_EVENT_EOF)) {
+	if (c->state == C_RELAY && c->resp.until_close && (what & AP_IO_EOF)) {
 		relay(c);
 		c->close_after = true;
 		release_upstream(c);
@@ -941,7 +925,7 @@ static void finish_request(struct ap_conn *c)
 		return;
 	}
 	c->state = C_HEAD;
-	bufferevent_enable(c->cl, EV_READ);
+	ap_io_read(c->cl, true);
 	if (!c->in_step)
 		conn_step(c);
 }
@@ -965,36 +949,36 @@ static void conn_step(struct ap_conn *c)
 	c->in_step = false;
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(struct ap_io *io, void *arg)
 {
 	struct ap_conn *c = arg;
 
-	AP_UNUSED(bev);
+	AP_UNUSED(io);
 	if (c->state == C_BODY)
 		arm(c, limits(c)->client_body_timeout_ms);
 	if (c->state == C_HEAD || c->state == C_BODY)
 		conn_step(c);
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_write_cb(struct ap_io *io, void *arg)
 {
 	struct ap_conn *c = arg;
-	size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+	size_t left = evbuffer_get_length(ap_io_out(io));
 
 	if (c->state == C_CLOSING && left == 0) {
 		conn_close(c);
 		return;
 	}
 	if (c->state == C_RELAY && c->up && left < RELAY_LOW)
-		bufferevent_enable(c->up, EV_READ);
+		ap_io_read(c->up, true);
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_cb(struct ap_io *io, int what, void *arg)
 {
 	struct ap_conn *c = arg;
 
-	AP_UNUSED(bev);
-	if (what & BEV_EVENT_CONNECTED)
+	AP_UNUSED(io);
+	if (what & AP_IO_CONNECTED)
 		return; /* a TLS handshake finished */
 	/* EOF or an error from the client: whatever was going on is over. */
 	conn_close(c);
@@ -1008,7 +992,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	AP_UNUSED(what);
 	switch (c->state) {
 	case C_HEAD:
-		if (c->last_len == 0 && evbuffer_get_length(bufferevent_get_input(c->cl)) == 0) {
+		if (c->last_len == 0 && evbuffer_get_length(ap_io_in(c->cl)) == 0) {
 			conn_close(c); /* idle between requests: a quiet close */
 			return;
 		}
@@ -1054,31 +1038,18 @@ void ap_conn_accept(struct ap_worker *w, evutil_socket_t fd, const struct sockad
                     socklen_t peerlen, SSL *ssl)
 {
 	struct ap_conn *c = calloc(1, sizeof(*c));
-	int one = 1;
-
 	if (!c) {
 		if (ssl)
 			SSL_free(ssl);
 		evutil_closesocket(fd);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->w = w;
-	if (ssl)
-		c->cl = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		                                       BEV_OPT_CLOSE_ON_FREE);
-	else
-		c->cl = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->cl = ap_io_new(w->base, fd, ssl, true); /* takes fd and ssl over, even on failure */
 	c->timer = evtimer_new(w->base, timer_cb, c);
 	c->fwd = evbuffer_new();
 	if (!c->cl || !c->timer || !c->fwd) {
-		if (c->cl)
-			bufferevent_free(c->cl);
-		else {
-			if (ssl)
-				SSL_free(ssl);
-			evutil_closesocket(fd);
-		}
+		ap_io_free(c->cl);
 		if (c->timer)
 			event_free(c->timer);
 		if (c->fwd)
@@ -1098,13 +1069,8 @@ void ap_conn_accept(struct ap_worker *w, evutil_socket_t fd, const struct sockad
 	w->nconns++;
 	ap_metric_add(&w->stats->accepted, 1);
 	ap_metric_set(&w->stats->open, w->nconns);
-	bufferevent_setcb(c->cl, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(c->cl, EV_WRITE, RELAY_LOW, 0);
-	/* libevent reads 4 KB at a time by default: a 16 KB batch would take five reads (and
-	 * five FIONREAD ioctls). */
-	bufferevent_set_max_single_read(c->cl, IO_CHUNK);
-	bufferevent_set_max_single_write(c->cl, IO_CHUNK);
-	bufferevent_enable(c->cl, EV_READ | EV_WRITE);
+	ap_io_setcb(c->cl, client_read_cb, client_write_cb, client_event_cb, c);
+	ap_io_set_lowat(c->cl, RELAY_LOW);
 	c->state = C_HEAD;
 	arm(c, w->live->conf->limits.client_idle_timeout_ms);
 }
@@ -1116,7 +1082,7 @@ void ap_conn_drain_all(struct ap_worker *w)
 	for (; c; c = next) {
 		next = c->next;
 		if (c->state == C_HEAD && c->last_len == 0 &&
-		    evbuffer_get_length(bufferevent_get_input(c->cl)) == 0)
+		    evbuffer_get_length(ap_io_in(c->cl)) == 0)
 			close_when_flushed(c);
 		else
 			c->close_after = true;

@@ -74,7 +74,7 @@ static const char *string_value(struct jscan *j, const char *p, const struct ap_
                                 bool *drop)
 {
 	unsigned fl;
-	const char *e = ap_json_string(p, j->end, &fl), *v;
+	const char *e = ap_json_string_short(p, j->end, &fl), *v;
 	const struct ap_action *act;
 	struct ap_level *lv = j->lv;
 	size_t n;
@@ -171,7 +171,7 @@ static const char *member_key(struct jscan *j, const char *p, const struct ap_fi
                               bool *drop, size_t *plen)
 {
 	unsigned fl;
-	const char *e = ap_json_string(p, j->end, &fl), *k;
+	const char *e = ap_json_string_short(p, j->end, &fl), *k;
 	const struct ap_action *act;
 	struct ap_level *lv = j->lv;
 	size_t n;

@@ -4,7 +4,6 @@
  * and leaves the pool: it is no longer safe to send a request on. */
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent_ssl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "upstream.h"
 
 #define IDLE_TIMEOUT_S 30 /* below the usual 60 s of upstream servers, so we close first */
@@ -72,7 +72,8 @@ static void idle_close(struct ap_idle *i)
 	if (i->next)
 		i->next->prev = i->prev;
 	u->nidle--;
-	bufferevent_free(i->bev);
+	ap_io_free(i->io);
+	event_free(i->timer);
 	free(i);
 }
 
@@ -86,16 +87,23 @@ void ap_upstream_release(struct ap_upstream *u)
 }
 
 /* Anything heard on an idle connection ends it: a server that sends bytes unasked, or
- * closes, has left the conversation. */
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+ * closes, has left the conversation. So does idling past IDLE_TIMEOUT_S. */
+static void idle_read_cb(struct ap_io *io, void *arg)
 {
-	AP_UNUSED(bev);
+	AP_UNUSED(io);
 	idle_close(arg);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void idle_event_cb(struct ap_io *io, int what, void *arg)
 {
-	AP_UNUSED(bev);
+	AP_UNUSED(io);
+	AP_UNUSED(what);
+	idle_close(arg);
+}
+
+static void idle_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	AP_UNUSED(fd);
 	AP_UNUSED(what);
 	idle_close(arg);
 }
@@ -106,29 +114,27 @@ static bool is_ip_literal(const char *h)
 	return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
 }
 
-struct bufferevent *ap_upstream_get(struct ap_upstream *u, bool *reused)
+struct ap_io *ap_upstream_get(struct ap_upstream *u, bool *reused)
 {
 	struct event_base *base = u->live->w->base;
-	struct bufferevent *bev;
 	struct ap_idle *i = u->idle;
+	SSL *ssl = NULL;
 
 	if (i) {
-		bev = i->bev;
-		i->bev = NULL;
+		struct ap_io *io = i->io;
 		u->idle = i->next;
 		if (u->idle)
 			u->idle->prev = NULL;
 		u->nidle--;
+		event_free(i->timer);
 		free(i);
-		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-		bufferevent_set_timeouts(bev, NULL, NULL);
+		ap_io_setcb(io, NULL, NULL, NULL, NULL);
 		*reused = true;
-		return bev;
+		return io;
 	}
 	*reused = false;
 	if (u->ssl) {
-		SSL *ssl = SSL_new(u->ssl);
-		if (!ssl)
+		if (!(ssl = SSL_new(u->ssl)))
 			return NULL;
 		if (!is_ip_literal(u->uc->host))
 			SSL_set_tlsext_host_name(ssl, u->uc->host);
@@ -139,45 +145,33 @@ struct bufferevent *ap_upstream_get(struct ap_upstream *u, bool *reused)
 			else
 				SSL_set1_host(ssl, u->uc->host);
 		}
-		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-		                                     BEV_OPT_CLOSE_ON_FREE);
-		if (!bev) {
-			SSL_free(ssl);
-			return NULL;
-		}
-	} else if (!(bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)))
-		return NULL;
-	if (bufferevent_socket_connect(bev, (struct sockaddr *)&u->addr, (int)u->addrlen) != 0) {
-		bufferevent_free(bev);
-		return NULL;
 	}
-	{
-		int one = 1;
-		evutil_socket_t fd = bufferevent_getfd(bev);
-		if (fd >= 0)
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
-	return bev;
+	return ap_io_connect(base, (struct sockaddr *)&u->addr, u->addrlen, ssl);
 }
 
-void ap_upstream_put(struct ap_upstream *u, struct bufferevent *bev)
+void ap_upstream_put(struct ap_upstream *u, struct ap_io *io)
 {
 	struct timeval idle = {IDLE_TIMEOUT_S, 0};
 	struct ap_idle *i;
 
-	if (u->nidle >= u->uc->pool || evbuffer_get_length(bufferevent_get_input(bev)) ||
-	    !(i = calloc(1, sizeof(*i)))) {
-		bufferevent_free(bev);
+	if (u->nidle >= u->uc->pool || evbuffer_get_length(ap_io_in(io)) ||
+	    evbuffer_get_length(ap_io_out(io)) || !(i = calloc(1, sizeof(*i)))) {
+		ap_io_free(io);
 		return;
 	}
-	i->bev = bev;
+	if (!(i->timer = evtimer_new(u->live->w->base, idle_timer_cb, i))) {
+		free(i);
+		ap_io_free(io);
+		return;
+	}
+	i->io = io;
 	i->ups = u;
 	i->next = u->idle;
 	if (u->idle)
 		u->idle->prev = i;
 	u->idle = i;
 	u->nidle++;
-	bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, i);
-	bufferevent_set_timeouts(bev, &idle, NULL);
-	bufferevent_enable(bev, EV_READ);
+	ap_io_setcb(io, idle_read_cb, NULL, idle_event_cb, i);
+	ap_io_read(io, true);
+	evtimer_add(i->timer, &idle);
 }

@@ -12,12 +12,12 @@ int ap_upstream_prepare(struct ap_upstream *u, char *err);
 void ap_upstream_release(struct ap_upstream *u);
 
 /* An idle pooled connection to <u> (*reused set), or a new one with the connect started
- * (the caller waits for BEV_EVENT_CONNECTED). NULL when no socket could be made. The
+ * (the caller waits for AP_IO_CONNECTED). NULL when no socket could be made. The
  * caller owns the result and sets its callbacks. */
-struct bufferevent *ap_upstream_get(struct ap_upstream *u, bool *reused);
+struct ap_io *ap_upstream_get(struct ap_upstream *u, bool *reused);
 
 /* Gives a connection that finished a response cleanly back to <u>'s pool (or closes it
  * when the pool is full). */
-void ap_upstream_put(struct ap_upstream *u, struct bufferevent *bev);
+void ap_upstream_put(struct ap_upstream *u, struct ap_io *io);
 
 #endif

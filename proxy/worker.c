@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +274,10 @@ int ap_worker_main(unsigned id, const char *conf_path, const char *conf_text, si
 	int rc = 0;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Request bodies come and go in the same sizes: keep freed memory instead of giving
+	 * it back to the kernel (brk) after every large request. */
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
 	w.id = id;
 	w.metrics = m;
 	w.stats = &m->w[id];

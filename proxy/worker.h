@@ -17,11 +17,13 @@
 #include "scrub.h"
 
 struct ap_conn;
+struct ap_io;
 struct ap_live;
 
 /* An idle keep-alive connection to an upstream, owned by its pool. */
 struct ap_idle {
-	struct bufferevent *bev;
+	struct ap_io *io;
+	struct event *timer; /* idle timeout */
 	struct ap_upstream *ups;
 	struct ap_idle *next, *prev;
 };
