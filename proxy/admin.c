@@ -43,14 +43,26 @@ int ap_admin_read_token(const char *path, char *tok, size_t cap, char *err)
 		close(fd);
 		return AP_ERR;
 	}
-	n = read(fd, tok, cap - 1);
-	close(fd);
-	if (n < 0)
-		n = 0;
-	while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' ||
-	                 tok[n - 1] == '\t'))
-		n--;
-	tok[n] = 0;
+	{
+		char raw[1024];
+		n = read(fd, raw, sizeof(raw));
+		close(fd);
+		if (n < 0)
+			n = 0;
+		while (n > 0 && (raw[n - 1] == '\n' || raw[n - 1] == '\r' || raw[n - 1] == ' ' ||
+		                 raw[n - 1] == '\t'))
+			n--;
+		if ((size_t)n > cap - 1) {
+			OPENSSL_cleanse(raw, sizeof(raw));
+			snprintf(err, AP_CONF_ERR_MAX,
+			         "admin.token_file %s: the token is longer than %zu bytes", path,
+			         cap - 1);
+			return AP_ERR;
+		}
+		memcpy(tok, raw, (size_t)n);
+		tok[n] = 0;
+		OPENSSL_cleanse(raw, sizeof(raw));
+	}
 	if (n < 16 || strpbrk(tok, " \t\r\n")) {
 		snprintf(err, AP_CONF_ERR_MAX,
 		         "admin.token_file %s: the token must be 16 to %zu bytes without white "
@@ -104,11 +116,21 @@ static void handle(struct evhttp_request *req, void *arg)
 	if (!path)
 		path = "/";
 	if (strcmp(path, "/healthz") == 0) {
+		unsigned alive = 0;
+		char msg[64];
+		for (unsigned i = 0; i < a->m->nworkers; i++)
+			alive += a->m->w[i].pid != 0;
 		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
 			text(req, 405, "Method Not Allowed", "GET /healthz\n");
-		else
-			text(req, a->m->stopping ? 503 : 200, a->m->stopping ? "Stopping" : "OK",
-			     a->m->stopping ? "stopping\n" : "ok\n");
+		else if (a->m->stopping)
+			text(req, 503, "Stopping", "stopping\n");
+		else if (alive == 0)
+			text(req, 503, "No Workers", "no worker is running\n");
+		else {
+			snprintf(msg, sizeof(msg), "ok: %u of %u workers running\n", alive,
+			         a->m->nworkers);
+			text(req, 200, "OK", msg);
+		}
 		return;
 	}
 	if (!authorised(a, req)) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 #include "detect.h"
@@ -943,7 +944,7 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 	if (only_keys(x, root, allowed) != AP_OK ||
 	    parse_listen(x, json_object_get(root, "listen"), "listen", "127.0.0.1:8080", &c->listen,
 	                 &c->nlisten) ||
-	    get_uint(x, root, "workers", 0, 256, &c->workers) != AP_OK ||
+	    get_uint(x, root, "workers", 0, 64, &c->workers) != AP_OK || /* AP_WORKERS_MAX */
 	    parse_limits(x, json_object_get(root, "limits"), &c->limits) != AP_OK ||
 	    parse_keys(x, json_object_get(root, "keys"), &c->keys) != AP_OK ||
 	    get_string(x, root, "access_log", false, &alog) != AP_OK)
@@ -968,6 +969,18 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 			return AP_ERR;
 		c->tls_cert = resolve(x, cert);
 		c->tls_key = resolve(x, key);
+		{
+			/* A private key others can read is refused, like the HMAC keys. */
+			struct stat st;
+			push(x, "key");
+			if (stat(c->tls_key, &st) != 0)
+				return fail(x, "%s: %s", c->tls_key, strerror(errno));
+			if (!S_ISREG(st.st_mode) || (st.st_mode & 007))
+				return fail(
+				        x,
+				        "%s: must be a regular file others cannot read (chmod 600)",
+				        c->tls_key);
+		}
 		pop(x, old);
 	}
 

@@ -261,7 +261,7 @@ static void respond(struct ap_conn *c, int status, const char *why, bool keep)
 	if (c->close_after)
 		evbuffer_add_printf(out, "Connection: close\r\n");
 	evbuffer_add(out, "\r\n", 2);
-	if (wl) {
+	if (wl && !c->is_head) {
 		evbuffer_add(out, why, wl - 1);
 		evbuffer_add(out, "\n", 1);
 	}
@@ -332,10 +332,18 @@ static void log_path(struct ap_conn *c)
 		while (q < qe && o < end) {
 			const char *amp = memchr(q, '&', (size_t)(qe - q)), *pe = amp ? amp : qe;
 			const char *eq = memchr(q, '=', (size_t)(pe - q)), *ke = eq ? eq : pe;
+			const char *name = q;
 			size_t k = (size_t)(ke - q);
+			/* A name can be a value too ("?356938035643809"): names the detectors
+			 * recognise, and names with escapes, are not written. */
+			if (ap_detect(q, k, AP_DET_ALL, false) != AP_CLASS_NONE ||
+			    memchr(q, '%', k)) {
+				name = ":id";
+				k = 3;
+			}
 			if (k > (size_t)(end - o))
 				k = (size_t)(end - o);
-			memcpy(o, q, k);
+			memcpy(o, name, k);
 			o += k;
 			if (eq && o < end)
 				*o++ = '=';
@@ -507,17 +515,40 @@ static void finding_cb(void *arg, const struct ap_finding *f)
 	ap_log_finding(c->w, f);
 }
 
-static void peer_ip_text(const struct ap_conn *c, char *buf, size_t cap)
+/* The client's address: 4 (in v4) or 6 (in v6), or 0. An IPv4 client of a dual-stack
+ * listener (::ffff:a.b.c.d) counts as IPv4. */
+static int peer_addr(const struct ap_conn *c, struct in_addr *v4, struct in6_addr *v6)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
 
+	if (sa->sa_family == AF_INET) {
+		*v4 = ((const struct sockaddr_in *)sa)->sin_addr;
+		return 4;
+	}
+	if (sa->sa_family != AF_INET6)
+		return 0;
+	*v6 = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(v6)) {
+		memcpy(&v4->s_addr, v6->s6_addr + 12, 4);
+		return 4;
+	}
+	return 6;
+}
+
+static void peer_ip_text(const struct ap_conn *c, char *buf, size_t cap)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+
 	buf[0] = 0;
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
-		          (socklen_t)cap);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
-		          (socklen_t)cap);
+	switch (peer_addr(c, &v4, &v6)) {
+	case 4:
+		inet_ntop(AF_INET, &v4, buf, (socklen_t)cap);
+		break;
+	case 6:
+		inet_ntop(AF_INET6, &v6, buf, (socklen_t)cap);
+		break;
+	}
 }
 
 /* Writes one header line through the ruleset; returns AP_ERR (sc->why set) to refuse. */
@@ -567,7 +598,8 @@ static void process(struct ap_conn *c, struct ap_span body)
 	const struct ap_upstream_conf *uc = rt->upstream;
 	const struct ap_http_req *r = &c->req;
 	struct ap_buf *out = &sc->lv[0].doc; /* body scratch: level 0's doc is free here */
-	struct ap_span ctype = {"", 0}, cenc = {"", 0}, fbody = body, xff = {NULL, 0};
+	struct ap_span ctype = {"", 0}, cenc = {"", 0}, fbody = body;
+	struct ap_buf *xff = &sc->lv[0].val;
 	struct evbuffer *fwd = c->fwd;
 	bool changed = false, has_body = r->chunked || r->content_length >= 0;
 	char ip[INET6_ADDRSTRLEN];
@@ -605,6 +637,7 @@ static void process(struct ap_conn *c, struct ap_span body)
 		evbuffer_add_printf(fwd, "Host: %s%s%s%s%s\r\n", v6 ? "[" : "", uc->host,
 		                    v6 ? "]" : "", dflt ? "" : ":", dflt ? "" : uc->port);
 	}
+	ap_buf_clear(xff); /* level 0's val: header scrubbing does not use it */
 	for (size_t h = 0; h < r->nheaders; h++) {
 		struct ap_span name = r->headers[h].name, value = r->headers[h].value;
 		if (ap_span_ieq(name, "content-type"))
@@ -612,7 +645,11 @@ static void process(struct ap_conn *c, struct ap_span body)
 		else if (ap_span_ieq(name, "content-encoding"))
 			cenc = value;
 		if (ap_span_ieq(name, "x-forwarded-for")) {
-			xff = value; /* joined with the client's address below */
+			/* Several fields are one list (RFC 9110 5.3), joined with the client's
+			 * address below. */
+			if (xff->len)
+				ap_buf_add(xff, ", ", 2);
+			ap_buf_add(xff, value.p, value.n);
 			continue;
 		}
 		if (hop_by_hop(name, r))
@@ -624,17 +661,12 @@ static void process(struct ap_conn *c, struct ap_span body)
 	 * the ruleset's action (truncate_ip unless it says otherwise). */
 	peer_ip_text(c, ip, sizeof(ip));
 	if (ip[0]) {
-		struct ap_buf *t = &sc->lv[0].val;
-		ap_buf_clear(t);
-		if (xff.n) {
-			ap_buf_add(t, xff.p, xff.n);
-			ap_buf_add(t, ", ", 2);
-		}
-		ap_buf_add(t, ip, strlen(ip));
-		/* put_header uses w->line; t is level 0's val, unused by header scrubbing */
-		if (put_header(c, fwd, AP_SPAN("X-Forwarded-For"), ap_buf_span(t)) != AP_OK)
-			goto refused;
+		if (xff->len)
+			ap_buf_add(xff, ", ", 2);
+		ap_buf_add(xff, ip, strlen(ip));
 	}
+	if (xff->len && put_header(c, fwd, AP_SPAN("X-Forwarded-For"), ap_buf_span(xff)) != AP_OK)
+		goto refused;
 	if (c->http10 || (!uc->sink && c->close_after))
 		evbuffer_add_printf(fwd, "Connection: close\r\n");
 
@@ -870,6 +902,12 @@ static void upstream_read_cb(struct ap_io *io, void *arg)
 		relay(c);
 }
 
+static bool idempotent(const char *method)
+{
+	return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "PUT") ||
+	       !strcmp(method, "DELETE") || !strcmp(method, "OPTIONS");
+}
+
 static void upstream_event_cb(struct ap_io *io, int what, void *arg)
 {
 	struct ap_conn *c = arg;
@@ -892,9 +930,12 @@ static void upstream_event_cb(struct ap_io *io, int what, void *arg)
 		finish_request(c);
 		return;
 	}
-	/* A pooled connection the upstream had closed: send once more on a new one, as long
-	 * as not a byte of an answer came back. */
-	if (c->reused && !c->retried && !c->resp_started && c->state == C_UPSTREAM) {
+	/* A pooled connection the upstream had closed: send once more on a new one, as long as
+	 * not a byte of an answer came back — and, for a method that is not idempotent, only
+	 * when not a byte of the request had left (else the upstream may have it twice). */
+	if (c->reused && !c->retried && !c->resp_started && c->state == C_UPSTREAM &&
+	    (idempotent(c->method) ||
+	     evbuffer_get_length(ap_io_out(c->up)) == evbuffer_get_length(c->fwd))) {
 		c->retried = true;
 		release_upstream(c);
 		send_to_upstream(c);
@@ -956,8 +997,14 @@ static void client_read_cb(struct ap_io *io, void *arg)
 	AP_UNUSED(io);
 	if (c->state == C_BODY)
 		arm(c, limits(c)->client_body_timeout_ms);
-	if (c->state == C_HEAD || c->state == C_BODY)
+	if (c->state == C_HEAD || c->state == C_BODY) {
 		conn_step(c);
+		return;
+	}
+	/* Pipelined requests wait in the input while this one is with the upstream; a client
+	 * that sends more than one whole request's worth is not read until it is its turn. */
+	if (evbuffer_get_length(ap_io_in(c->cl)) > limits(c)->header_bytes + limits(c)->body_bytes)
+		ap_io_read(c->cl, false);
 }
 
 static void client_write_cb(struct ap_io *io, void *arg)
@@ -1018,19 +1065,22 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void truncated_peer(struct ap_conn *c)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
 	char buf[INET6_ADDRSTRLEN];
+	struct in_addr v4;
+	struct in6_addr v6;
 
-	if (sa->sa_family == AF_INET) {
-		struct in_addr a = ((const struct sockaddr_in *)sa)->sin_addr;
-		a.s_addr &= htonl(0xffffff00u);
-		inet_ntop(AF_INET, &a, buf, sizeof(buf));
-	} else if (sa->sa_family == AF_INET6) {
-		struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
-		memset(a.s6_addr + 6, 0, 10);
-		inet_ntop(AF_INET6, &a, buf, sizeof(buf));
-	} else
+	switch (peer_addr(c, &v4, &v6)) {
+	case 4:
+		v4.s_addr &= htonl(0xffffff00u);
+		inet_ntop(AF_INET, &v4, buf, sizeof(buf));
+		break;
+	case 6:
+		memset(v6.s6_addr + 6, 0, 10);
+		inet_ntop(AF_INET6, &v6, buf, sizeof(buf));
+		break;
+	default:
 		snprintf(buf, sizeof(buf), "-");
+	}
 	snprintf(c->peer_log, sizeof(c->peer_log), "%s", buf);
 }
 

@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "admin.h"
 #include "ctl.h"
 #include "log.h"
@@ -73,6 +75,18 @@ struct ap_conf *ap_master_load(const char *path, char **text, size_t *len, char 
 		*slash = 0;
 	c = ap_conf_parse(*text, *len, slash ? dir : ".", e2);
 	free(dir);
+	if (c && ap_live_check(c, e2) != AP_OK) {
+		ap_conf_free(c);
+		c = NULL;
+	}
+	if (c && c->admin_token_file) {
+		char tok[257];
+		if (ap_admin_read_token(c->admin_token_file, tok, sizeof(tok), e2) != AP_OK) {
+			ap_conf_free(c);
+			c = NULL;
+		}
+		OPENSSL_cleanse(tok, sizeof(tok));
+	}
 	if (!c) {
 		snprintf(err, AP_CONF_ERR_MAX, "%.100s: %.400s", path, e2);
 		free(*text);
@@ -82,7 +96,10 @@ struct ap_conf *ap_master_load(const char *path, char **text, size_t *len, char 
 	return c;
 }
 
-static int listen_on(const char *addr, char *err)
+/* A listening socket in the SO_REUSEPORT group of <addr>. With <probe> (the first socket
+ * made for an address) the address is first bound alone: SO_REUSEPORT would otherwise let
+ * a second anonproxy of the same user join the group silently and take half the traffic. */
+static int listen_on(const char *addr, bool probe, char *err)
 {
 	char host[256];
 	const char *colon = strrchr(addr, ':');
@@ -102,6 +119,20 @@ static int listen_on(const char *addr, char *err)
 	if ((rc = getaddrinfo(hl ? host : NULL, colon + 1, &hints, &res)) != 0) {
 		snprintf(err, AP_CONF_ERR_MAX, "listen %s: %s", addr, gai_strerror(rc));
 		return -1;
+	}
+	if (probe) {
+		fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+		                bind(fd, res->ai_addr, res->ai_addrlen) != 0)) {
+			snprintf(err, AP_CONF_ERR_MAX, "listen %s: %s%s", addr, strerror(errno),
+			         errno == EADDRINUSE ? " (another anonproxy or another server?)"
+			                             : "");
+			close(fd);
+			freeaddrinfo(res);
+			return -1;
+		}
+		if (fd >= 0)
+			close(fd);
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -156,7 +187,7 @@ static void spawn(struct ap_master *m, unsigned i)
 {
 	struct ap_wproc *wp = &m->w[i];
 	int sv[2];
-	pid_t pid;
+	pid_t pid, master = getpid();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
 		ap_log_msg("worker %u: socketpair: %s", i, strerror(errno));
@@ -173,8 +204,8 @@ static void spawn(struct ap_master *m, unsigned i)
 		int rc;
 		/* A worker outlives no master: if it goes, the worker drains and leaves. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() == 1)
-			_exit(1);
+		if (getppid() != master)
+			_exit(1); /* it went before the death signal was armed */
 		close(sv[0]);
 		/* The master's event base, signal handlers, admin socket and control channels are
 		 * not the worker's: it makes its own. The epoll instance is shared with the
@@ -228,6 +259,7 @@ static void child_cb(evutil_socket_t sig, short what, void *arg)
 			if (wp->pid != pid)
 				continue;
 			wp->pid = 0;
+			ap_metric_set(&m->metrics->w[i].open, 0); /* its connections died with it */
 			if (m->stopping)
 				break;
 			if (WIFSIGNALED(st))
@@ -272,6 +304,16 @@ int ap_master_reload(struct ap_master *m, char *err)
 		ap_metrics_route_slot(m->metrics, ap_route_name(&c->routes[i], name, sizeof(name)),
 		                      true);
 	}
+	if (c->workers != m->conf->workers || c->nlisten != m->conf->nlisten ||
+	    c->ntls_listen != m->conf->ntls_listen ||
+	    (c->admin_listen == NULL) != (m->conf->admin_listen == NULL) ||
+	    (c->admin_listen && strcmp(c->admin_listen, m->conf->admin_listen) != 0))
+		ap_log_msg("reload: listen, tls.listen, workers and admin.listen keep their old "
+		           "values until a restart");
+	else
+		for (size_t i = 0; i < c->nlisten; i++)
+			if (strcmp(c->listen[i], m->conf->listen[i]) != 0)
+				ap_log_msg("reload: listen keeps its old value until a restart");
 	ap_admin_reconfigure(m->admin, c);
 	ap_conf_free(m->conf);
 	free(m->text);
@@ -307,6 +349,13 @@ static void stop(struct ap_master *m)
 		return;
 	m->stopping = true;
 	ap_log_msg("stopping: draining %u workers", m->nworkers);
+	/* With the master's copies closed too, a worker closing its own takes the sockets away:
+	 * new connections are refused at once instead of queueing until the drain ends. */
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		for (size_t a = 0; a < m->w[i].nfds; a++)
+			close(m->w[i].fds[a]);
+		m->w[i].nfds = 0;
+	}
 	for (unsigned i = 0; i < m->nworkers; i++)
 		if (m->w[i].pid) {
 			any = true;
@@ -370,7 +419,7 @@ int ap_master_run(struct ap_master *m, long workers)
 			bool tls = a >= m->conf->nlisten;
 			const char *addr = tls ? m->conf->tls_listen[a - m->conf->nlisten]
 			                       : m->conf->listen[a];
-			int fd = listen_on(addr, err);
+			int fd = listen_on(addr, i == 0, err);
 			if (fd < 0) {
 				fprintf(stderr, "anonproxy: %s\n", err);
 				return 1;

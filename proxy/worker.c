@@ -21,6 +21,50 @@
 
 /* ---- live configurations ---- */
 
+static SSL_CTX *tls_listen_ctx(const struct ap_conf *conf, char *err)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, conf->tls_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, conf->tls_key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, AP_CONF_ERR_MAX, "tls: cannot load the certificate %s or its key",
+		         conf->tls_cert);
+		if (ctx)
+			SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	return ctx;
+}
+
+int ap_live_check(const struct ap_conf *conf, char *err)
+{
+	for (size_t i = 0; i < conf->nupstreams; i++) {
+		struct ap_upstream u = {.uc = &conf->upstreams[i]};
+		int rc = ap_upstream_prepare(&u, err);
+		ap_upstream_release(&u);
+		if (rc != AP_OK)
+			return AP_ERR;
+	}
+	if (conf->tls_cert) {
+		SSL_CTX *ctx = tls_listen_ctx(conf, err);
+		if (!ctx)
+			return AP_ERR;
+		SSL_CTX_free(ctx);
+	}
+	if (conf->access_log && strcmp(conf->access_log, "off") != 0) {
+		int fd = open(conf->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			snprintf(err, AP_CONF_ERR_MAX, "access_log: cannot open %s: %s",
+			         conf->access_log, strerror(errno));
+			return AP_ERR;
+		}
+		close(fd);
+	}
+	return AP_OK;
+}
+
 struct ap_live *ap_live_new(struct ap_worker *w, struct ap_conf *conf, char *err)
 {
 	struct ap_live *l = calloc(1, sizeof(*l));
@@ -127,14 +171,32 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
 	ap_conn_accept(w, fd, sa, (socklen_t)len, ssl);
 }
 
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_worker *w = arg;
+
+	AP_UNUSED(fd);
+	AP_UNUSED(what);
+	for (size_t i = 0; i < w->nlis; i++)
+		if (w->lis[i] && !w->draining)
+			evconnlistener_enable(w->lis[i]);
+}
+
+/* Out of file descriptors, mostly: keep serving the connections we have, stop accepting
+ * for a second (a level-triggered listener would otherwise spin), and say so once. */
 static void accept_error_cb(struct evconnlistener *lis, void *arg)
 {
+	struct ap_worker *w = arg;
+	struct timeval tv = {1, 0};
 	int err = EVUTIL_SOCKET_ERROR();
 
 	AP_UNUSED(lis);
-	AP_UNUSED(arg);
-	/* Out of file descriptors, mostly: keep serving the connections we have. */
-	ap_log_msg("accept: %s", evutil_socket_error_to_string(err));
+	ap_log_msg("worker %u: accept: %s; not accepting for 1 s (%zu connections open)", w->id,
+	           evutil_socket_error_to_string(err), w->nconns);
+	for (size_t i = 0; i < w->nlis; i++)
+		if (w->lis[i])
+			evconnlistener_disable(w->lis[i]);
+	event_base_once(w->base, -1, EV_TIMEOUT, resume_cb, w, &tv);
 }
 
 static void stop_listening(struct ap_worker *w)

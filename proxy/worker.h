@@ -86,6 +86,12 @@ struct ap_worker {
  * upstream host names (once, here), makes TLS contexts, maps routes to metrics slots.
  * Returns NULL with err[AP_CONF_ERR_MAX] set; <conf> is freed then. */
 struct ap_live *ap_live_new(struct ap_worker *w, struct ap_conf *conf, char *err);
+/* Everything ap_live_new would do that can fail — resolving upstreams, loading CA files
+ * and the TLS listener's certificate, opening the access log — done once and undone, so
+ * the master refuses at start or reload what every worker would refuse. AP_OK or AP_ERR
+ * with err[AP_CONF_ERR_MAX]. */
+int ap_live_check(const struct ap_conf *conf, char *err);
+
 void ap_live_ref(struct ap_live *l);
 void ap_live_unref(struct ap_live *l);
 

@@ -174,7 +174,7 @@ static const struct {
 	size_t off, min, max, dflt;
 } limits[] = {
         {"header_bytes", offsetof(struct ap_limits, header_bytes), 1024, 1 << 20, 16384},
-        {"headers", offsetof(struct ap_limits, headers), 8, 1000, 100},
+        {"headers", offsetof(struct ap_limits, headers), 8, 256, 100},
         {"uri_bytes", offsetof(struct ap_limits, uri_bytes), 64, 1 << 20, 8192},
         {"body_bytes", offsetof(struct ap_limits, body_bytes), 0, 1u << 30, 1 << 20},
         {"decoded_bytes", offsetof(struct ap_limits, decoded_bytes), 1024, 1u << 30, 8 << 20},
@@ -485,9 +485,9 @@ Test(conf, unknown_keys_at_every_level)
 
 Test(conf, wrong_types)
 {
-	refused(ROOT("'workers': '4'"), "workers: must be an integer from 0 to 256");
-	refused(ROOT("'workers': -1"), "workers: must be an integer from 0 to 256");
-	refused(ROOT("'workers': 257"), "workers: must be an integer from 0 to 256");
+	refused(ROOT("'workers': '4'"), "workers: must be an integer from 0 to 64");
+	refused(ROOT("'workers': -1"), "workers: must be an integer from 0 to 64");
+	refused(ROOT("'workers': 257"), "workers: must be an integer from 0 to 64");
 	refused(ROOT("'workers': true"), "workers: must be an integer");
 	refused(ROOT("'listen': 8080"), "listen: must be \"address:port\" or a list of them");
 	refused(ROOT("'listen': []"), "listen: must be \"address:port\" or a list of them");
