@@ -195,7 +195,7 @@ static const struct limit_def {
 	size_t off, min, max, dflt;
 } limit_defs[] = {
         {"header_bytes", offsetof(struct ap_limits, header_bytes), 1024, 1 << 20, 16384},
-        {"headers", offsetof(struct ap_limits, headers), 8, 1000, 100},
+        {"headers", offsetof(struct ap_limits, headers), 8, 256, 100}, /* AP_HTTP_HEADERS_MAX */
         {"uri_bytes", offsetof(struct ap_limits, uri_bytes), 64, 1 << 20, 8192},
         {"body_bytes", offsetof(struct ap_limits, body_bytes), 0, 1u << 30, 1 << 20},
         {"decoded_bytes", offsetof(struct ap_limits, decoded_bytes), 1024, 1u << 30, 8 << 20},
