@@ -240,6 +240,13 @@ static const char *reason(int status)
 
 static void finish_request(struct ap_conn *c);
 
+/* The most input a connection may hold: one whole request of the largest size allowed.
+ * Beyond it the client is not read until the requests it pipelined have been answered. */
+static size_t input_bound(const struct ap_conn *c)
+{
+	return limits(c)->header_bytes + limits(c)->body_bytes;
+}
+
 /* Answers <status> with <why> (a static reason: never a byte of the request) as the body.
  * <keep>: the request was read whole, so the connection can go on. */
 static void respond(struct ap_conn *c, int status, const char *why, bool keep)
@@ -966,7 +973,7 @@ static void finish_request(struct ap_conn *c)
 		return;
 	}
 	c->state = C_HEAD;
-	ap_io_read(c->cl, true);
+	ap_io_read(c->cl, evbuffer_get_length(ap_io_in(c->cl)) <= input_bound(c));
 	if (!c->in_step)
 		conn_step(c);
 }
@@ -978,6 +985,14 @@ static void conn_step(struct ap_conn *c)
 		struct ap_span body;
 
 		if (c->state == C_HEAD) {
+			/* A client that does not read its answers gets no more of them: the next
+			 * pipelined request waits until its output has drained (client_write_cb).
+			 */
+			if (evbuffer_get_length(ap_io_out(c->cl)) > RELAY_HIGH) {
+				ap_io_read(c->cl, false);
+				arm(c, limits(c)->client_idle_timeout_ms);
+				break;
+			}
 			if (!read_head(c))
 				break;
 		} else if (c->state == C_BODY) {
@@ -1018,6 +1033,10 @@ static void client_write_cb(struct ap_io *io, void *arg)
 	}
 	if (c->state == C_RELAY && c->up && left < RELAY_LOW)
 		ap_io_read(c->up, true);
+	if (c->state == C_HEAD && left < RELAY_LOW && !c->in_step) {
+		ap_io_read(c->cl, evbuffer_get_length(ap_io_in(c->cl)) <= input_bound(c));
+		conn_step(c);
+	}
 }
 
 static void client_event_cb(struct ap_io *io, int what, void *arg)

@@ -365,8 +365,10 @@ int ap_worker_main(unsigned id, const char *conf_path, const char *conf_text, si
 	memset(&w.sc, 0, sizeof(w.sc));
 	w.sc.z.level = 1;
 	for (size_t i = 0; i < nfds && i < AP_ARRAY_LEN(w.lis); i++) {
-		w.lis[i] = evconnlistener_new(w.base, accept_cb, &w, LEV_OPT_CLOSE_ON_FREE, -1,
-		                              fds[i]);
+		/* backlog 0: the master's listen(1024) stands (-1 would make libevent listen(128))
+		 */
+		w.lis[i] =
+		        evconnlistener_new(w.base, accept_cb, &w, LEV_OPT_CLOSE_ON_FREE, 0, fds[i]);
 		w.lis_tls[i] = tls[i];
 		if (!w.lis[i]) {
 			ap_log_msg("worker %u: cannot listen", id);

@@ -3,6 +3,7 @@
  * recorder's files and a test CA. It shares no code with proxy/ on purpose: the splitter
  * here is the independent reading the proxy's framing is checked against. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -22,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1409,4 +1411,243 @@ done:
 	EVP_PKEY_free(key);
 	EVP_PKEY_free(ca_key);
 	return ok;
+}
+
+/* ---- processes seen from outside: limits and /proc ---- */
+
+pid_t ht_start_nofile(const char *const argv[], const char *name, long nofile)
+{
+	struct rlimit old, lim;
+	pid_t pid;
+
+	if (getrlimit(RLIMIT_NOFILE, &old) < 0)
+		return -1;
+	lim = old;
+	lim.rlim_cur = (rlim_t)nofile < old.rlim_max ? (rlim_t)nofile : old.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &lim) < 0) {
+		fprintf(stderr, "harness: setrlimit(NOFILE, %ld): %s\n", nofile, strerror(errno));
+		return -1;
+	}
+	pid = ht_start(argv, name);
+	if (setrlimit(RLIMIT_NOFILE, &old) < 0)
+		fprintf(stderr, "harness: restoring RLIMIT_NOFILE: %s\n", strerror(errno));
+	return pid;
+}
+
+long ht_raise_nofile(long want)
+{
+	struct rlimit lim;
+
+	if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
+		return -1;
+	if ((rlim_t)want > lim.rlim_cur) {
+		lim.rlim_cur = (rlim_t)want < lim.rlim_max ? (rlim_t)want : lim.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &lim);
+		getrlimit(RLIMIT_NOFILE, &lim);
+	}
+	return (long)lim.rlim_cur;
+}
+
+/* A /proc file whole (arena, NUL-terminated): their size says 0, so read to the end. */
+static char *read_proc(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 4096, got = 0;
+	char *s;
+
+	if (fd < 0)
+		return NULL;
+	s = malloc(cap);
+	while (s) {
+		ssize_t r;
+		if (got + 1 == cap) {
+			char *t = realloc(s, cap * 2);
+			if (!t)
+				break;
+			s = t;
+			cap *= 2;
+		}
+		r = read(fd, s + got, cap - 1 - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	if (!s)
+		return NULL;
+	char *a = dupn(s, got);
+	free(s);
+	return a;
+}
+
+/* Fields 3 on of /proc/<pid>/stat (after the command name, which may hold spaces), or NULL. */
+static const char *stat_fields(pid_t pid)
+{
+	char *s = read_proc(ht_fmt("/proc/%d/stat", (int)pid)), *p;
+
+	if (!s || !(p = strrchr(s, ')')) || p[1] != ' ')
+		return NULL;
+	return p + 2;
+}
+
+pid_t ht_child_of(pid_t pid)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t best = -1;
+	unsigned long long best_start = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		const char *f;
+		int ppid;
+		unsigned long long start;
+		if (!isdigit((unsigned char)e->d_name[0]) || !(f = stat_fields(atoi(e->d_name))))
+			continue;
+		/* state ppid ... starttime (field 22) */
+		if (sscanf(f,
+		           "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+		           "%*d %*d %llu",
+		           &ppid, &start) != 2 ||
+		    ppid != pid)
+			continue;
+		if (best < 0 || start < best_start) {
+			best = atoi(e->d_name);
+			best_start = start;
+		}
+	}
+	closedir(d);
+	return best;
+}
+
+long ht_rss_kb(pid_t pid)
+{
+	char *s = read_proc(ht_fmt("/proc/%d/status", (int)pid)), *p;
+
+	if (!s || !(p = strstr(s, "\nVmRSS:")))
+		return -1;
+	return strtol(p + 8, NULL, 10);
+}
+
+long ht_cpu_ms(pid_t pid)
+{
+	const char *f = stat_fields(pid);
+	unsigned long ut, st;
+	long hz = sysconf(_SC_CLK_TCK);
+
+	if (!f || hz <= 0 ||
+	    sscanf(f, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (long)((ut + st) * 1000 / (unsigned long)hz);
+}
+
+/* The inodes of <pid>'s sockets (arena), their count in *n; NULL if unreadable. */
+static unsigned long *socket_inodes(pid_t pid, size_t *n)
+{
+	const char *dir = ht_fmt("/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t cap = 256;
+	unsigned long *v;
+
+	*n = 0;
+	if (!d)
+		return NULL;
+	v = ht_alloc(cap * sizeof(*v));
+	while ((e = readdir(d))) {
+		char link[64];
+		ssize_t l;
+		unsigned long ino;
+		if (e->d_name[0] == '.')
+			continue;
+		l = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+		if (l <= 0)
+			continue;
+		link[l] = 0;
+		if (sscanf(link, "socket:[%lu]", &ino) != 1)
+			continue;
+		if (*n == cap) {
+			unsigned long *w = ht_alloc(cap * 2 * sizeof(*w));
+			memcpy(w, v, cap * sizeof(*v));
+			v = w;
+			cap *= 2;
+		}
+		v[(*n)++] = ino;
+	}
+	closedir(d);
+	return v;
+}
+
+int ht_fd_count(pid_t pid)
+{
+	DIR *d = opendir(ht_fmt("/proc/%d/fd", (int)pid));
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+int ht_tcp_count(pid_t pid, int local, int remote)
+{
+	size_t ns;
+	unsigned long *inodes = socket_inodes(pid, &ns);
+	int count = 0;
+
+	if (!inodes)
+		return -1;
+	for (int v6 = 0; v6 < 2; v6++) {
+		char *s = read_proc(ht_fmt("/proc/%d/net/tcp%s", (int)pid, v6 ? "6" : ""));
+		for (char *line = s, *nl; line && (nl = strchr(line, '\n')); line = nl + 1) {
+			unsigned lp, rp, st;
+			unsigned long ino;
+			*nl = 0;
+			if (sscanf(line,
+			           " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x %*s %*s %*s %*u %*u "
+			           "%lu",
+			           &lp, &rp, &st, &ino) != 4 ||
+			    st == 0x0A /* LISTEN */ || (local && (int)lp != local) ||
+			    (remote && (int)rp != remote))
+				continue;
+			for (size_t i = 0; i < ns; i++)
+				if (inodes[i] == ino) {
+					count++;
+					break;
+				}
+		}
+	}
+	return count;
+}
+
+int ht_connect_nb(int port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EINPROGRESS)
+		return fd;
+	close(fd);
+	return -1;
+}
+
+void ht_close_reset(int fd)
+{
+	struct linger lg = {1, 0};
+
+	if (fd < 0)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
 }

@@ -214,4 +214,30 @@ struct ht_certs {
  * server.key). Two calls give two unrelated CAs. False on failure (reason printed). */
 bool ht_make_certs(const char *dir, const char *cn, struct ht_certs *out);
 
+/* ---- processes seen from outside: limits and /proc (Linux) ---- */
+
+/* ht_start with the child's RLIMIT_NOFILE soft limit set to <nofile> (its hard limit stays):
+ * the test process's own soft limit is lowered around the fork and restored after, since
+ * limits pass through fork and exec. */
+pid_t ht_start_nofile(const char *const argv[], const char *name, long nofile);
+/* Raises the test process's own RLIMIT_NOFILE soft limit to <want> (at most the hard limit).
+ * Returns the soft limit now in force. */
+long ht_raise_nofile(long want);
+/* The oldest child of <pid> (the master's worker), or -1. */
+pid_t ht_child_of(pid_t pid);
+/* VmRSS of <pid> in KiB, or -1. */
+long ht_rss_kb(pid_t pid);
+/* CPU time of <pid> (user + system, from /proc/<pid>/stat) in ms, or -1. */
+long ht_cpu_ms(pid_t pid);
+/* How many file descriptors <pid> has open (entries of /proc/<pid>/fd), or -1. */
+int ht_fd_count(pid_t pid);
+/* How many of <pid>'s descriptors are TCP sockets, not listening, with local port <local>
+ * (0: any) and remote port <remote> (0: any), from /proc/<pid>/net/tcp and tcp6; or -1. */
+int ht_tcp_count(pid_t pid, int local, int remote);
+/* A non-blocking, close-on-exec socket connecting to 127.0.0.1:<port>, the connect maybe
+ * still in progress (poll it for POLLOUT); -1 on error. Not tracked: the caller closes it. */
+int ht_connect_nb(int port);
+/* Closes <fd> with an RST instead of a FIN (SO_LINGER 0). */
+void ht_close_reset(int fd);
+
 #endif
