@@ -29,6 +29,28 @@ int ap_base64_decode(const char *in, size_t n, struct ap_buf *out, struct ap_b64
 int ap_base64_encode(const void *in, size_t n, struct ap_buf *out,
                      const struct ap_b64_style *style);
 
+/* ---- percent-encoding (codec_pct.c) ---- */
+
+/* How a percent-encoded text was written, so a re-encoded one reads the same: which bytes
+ * appeared literally, how a space was written, the case of the hex digits. */
+struct ap_pct_style {
+	uint64_t literal[4]; /* bit c: byte c appeared unescaped */
+	bool plus_space;     /* a '+' stood for a space (no "%20" seen) */
+	bool lower_hex;      /* escapes used lower-case hex digits */
+};
+
+/* Decodes <in, n> ('%XX' escapes, '+' as a space) and appends the bytes to <out>; fills
+ * *style. Returns AP_OK, or AP_ERR with *why static (a '%' without two hex digits, memory);
+ * <out> is then left as it was. */
+int ap_pct_decode(const char *in, size_t n, struct ap_buf *out, struct ap_pct_style *style,
+                  const char **why);
+
+/* Appends <in, n> percent-encoded to <out>: bytes the original wrote literally (and the
+ * RFC 3986 unreserved ones) stay literal, a space is written as it was, everything else
+ * is escaped with the original's hex case. '%' and '+' are always escaped, so the result
+ * decodes back to <in, n>. AP_OK or AP_ERR (memory). */
+int ap_pct_encode(const char *in, size_t n, struct ap_buf *out, const struct ap_pct_style *style);
+
 /* ---- zlib family ---- */
 
 enum ap_zfmt {

@@ -44,8 +44,9 @@ struct ap_route {
 	char *path; /* prefix, starts with '/' */
 	size_t path_len;
 	const struct ap_upstream_conf *upstream;
-	const struct ap_ruleset *ruleset;
-	unsigned scope; /* opt-out scope bits this route enforces */
+	const struct ap_ruleset *ruleset; /* with a profile: the one compiled for this route */
+	char *profile;                    /* the profile's name, or NULL */
+	unsigned scope;                   /* opt-out scope bits this route enforces */
 	enum ap_unknown unknown;
 };
 
@@ -56,6 +57,8 @@ struct ap_conf {
 	struct ap_keyring keys;
 	struct ap_ruleset *rulesets;
 	size_t nrulesets;
+	struct ap_ruleset **extra; /* rulesets compiled for routes with a profile (conf.c) */
+	size_t nextra;
 	struct ap_upstream_conf *upstreams;
 	size_t nupstreams;
 	struct ap_route *routes;

@@ -610,7 +610,7 @@ static void process(struct ap_conn *c, struct ap_span body)
 	struct evbuffer *fwd = c->fwd;
 	bool changed = false, has_body = r->chunked || r->content_length >= 0;
 	char ip[INET6_ADDRSTRLEN];
-	int status = 400, i;
+	int status = 400, i, rc;
 
 	if (ap_worker_scrub_key(w, &conf->keys.keys[conf->keys.active]) != AP_OK)
 		goto drain;
@@ -678,7 +678,10 @@ static void process(struct ap_conn *c, struct ap_span body)
 		evbuffer_add_printf(fwd, "Connection: close\r\n");
 
 	ap_buf_clear(out);
-	if (ap_scrub_body(sc, ctype, cenc, rt->unknown, body, out, &changed, &status) != AP_OK)
+	rc = ap_scrub_body(sc, ctype, cenc, rt->unknown, body, out, &changed, &status);
+	if (sc->st.opaque) /* payloads a profile calls opaque: [0] passed, [1] refused */
+		ap_metric_add(&w->stats->opaque[rc != AP_OK], sc->st.opaque);
+	if (rc != AP_OK)
 		goto refused;
 	if (changed)
 		fbody = ap_buf_span(out);

@@ -173,6 +173,13 @@ int ap_metrics_render(const struct ap_metrics *m, struct ap_buf *out)
 		rc |= emit(out, "anonproxy_refusals_total{reason=\"%s\"} %llu\n", refusal_names[i],
 		           (unsigned long long)sum(m, offsetof(struct ap_wstats, refusals) +
 		                                              i * sizeof(uint64_t)));
+	rc |= emit(out,
+	           "# HELP anonproxy_opaque_payloads_total Opaque payloads a route's profile "
+	           "recognised, by the route's policy.\n"
+	           "# TYPE anonproxy_opaque_payloads_total counter\n"
+	           "anonproxy_opaque_payloads_total{policy=\"pass\"} %llu\n"
+	           "anonproxy_opaque_payloads_total{policy=\"refuse\"} %llu\n",
+	           (unsigned long long)SUM(m, opaque[0]), (unsigned long long)SUM(m, opaque[1]));
 	rc |= emit(out, "# HELP anonproxy_upstream_errors_total Upstream failures, by kind.\n"
 	                "# TYPE anonproxy_upstream_errors_total counter\n");
 	for (unsigned i = 0; i < AP_UERR_MAX; i++)

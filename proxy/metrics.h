@@ -60,6 +60,9 @@ struct ap_wstats {
 	uint64_t upstream_reused, upstream_new;
 	uint64_t reloads, reload_failures;
 	uint64_t optout_hits[8];
+	/* Opaque payloads a route's profile recognised (ap_scrub_stats.opaque), by what the
+	 * route's "opaque" policy did: [0] passed as they came, [1] refused. */
+	uint64_t opaque[2];
 };
 
 struct ap_metrics {

@@ -206,6 +206,44 @@ int ap_rules_path_compile(struct ap_path *path, const char *text, const char **w
 	return AP_OK;
 }
 
+bool ap_rules_media_match(const struct ap_media *m, struct ap_span mt)
+{
+	if (m->any_subtype && m->len == 0)
+		return true; /* any media type, or none */
+	if (m->any_subtype)
+		return mt.n > m->len && eq_fold(m->name, mt.p, m->len);
+	return mt.n == m->len && eq_fold(m->name, mt.p, mt.n);
+}
+
+int ap_rules_media_compile(struct ap_media *m, const char *text, const char **why)
+{
+	size_t n = strlen(text);
+	const char *slash = strchr(text, '/');
+
+	memset(m, 0, sizeof(*m));
+	if (n == 0 || n >= AP_MEDIA_MAX || !slash || slash == text || !slash[1] ||
+	    strchr(slash + 1, '/') || strpbrk(text, " \t;,")) {
+		*why = "a media type is \"type/subtype\" or \"type/*\", at most 63 bytes, "
+		       "without parameters";
+		return AP_ERR;
+	}
+	if (strcmp(text, "*/*") == 0) {
+		m->any_subtype = true;
+		return AP_OK;
+	}
+	if (strcmp(slash + 1, "*") == 0 && !memchr(text, '*', (size_t)(slash - text))) {
+		m->any_subtype = true;
+		n = (size_t)(slash - text + 1); /* "ut/" */
+	} else if (strchr(text, '*')) {
+		*why = "'*' stands for a whole subtype (\"type/*\") or anything (\"*/*\")";
+		return AP_ERR;
+	}
+	for (size_t i = 0; i < n; i++)
+		m->name[i] = (char)lower((unsigned char)text[i]);
+	m->len = (uint8_t)n;
+	return AP_OK;
+}
+
 void ap_ruleset_free(struct ap_ruleset *rs)
 {
 	if (!rs)
@@ -215,5 +253,9 @@ void ap_ruleset_free(struct ap_ruleset *rs)
 	free(rs->keys);
 	free(rs->paths);
 	free(rs->headers);
+	free(rs->pb);
+	free(rs->signers);
+	free(rs->opaque);
+	free(rs->bodies);
 	memset(rs, 0, sizeof(*rs));
 }

@@ -20,11 +20,24 @@ enum ap_codec {
 	AP_CODEC_NONE = 0,
 	AP_CODEC_BASE64, /* standard or URL alphabet, as found */
 	AP_CODEC_GZIP,
-	AP_CODEC_DEFLATE, /* zlib, or raw deflate, as found */
-	AP_CODEC_JSON,    /* terminal: a JSON document */
-	AP_CODEC_NDJSON,  /* terminal: JSON documents, one per line */
-	AP_CODEC_FORM,    /* terminal: application/x-www-form-urlencoded */
+	AP_CODEC_DEFLATE,    /* zlib, or raw deflate, as found */
+	AP_CODEC_JSON,       /* terminal: a JSON document */
+	AP_CODEC_NDJSON,     /* terminal: JSON documents, one per line */
+	AP_CODEC_FORM,       /* terminal: application/x-www-form-urlencoded */
+	AP_CODEC_URLENCODED, /* percent-encoding ('+' is a space), re-encoded in the style found */
+	AP_CODEC_PAIRS,      /* terminal: "k=v##k=v" pairs (separator and assignment configured) */
+	AP_CODEC_PROTOBUF,   /* terminal: protobuf wire format under a field-number schema */
 };
+
+static inline bool ap_codec_terminal(unsigned c)
+{
+	return c == AP_CODEC_JSON || c == AP_CODEC_NDJSON || c == AP_CODEC_FORM ||
+	       c == AP_CODEC_PAIRS || c == AP_CODEC_PROTOBUF;
+}
+
+#define AP_PAIR_SEP_MAX 8 /* bytes of a pairs separator ("##") */
+#define AP_PAIR_EQ_MAX  4 /* bytes of a pairs assignment ("=") */
+#define AP_FIELD_NONE   UINT16_MAX
 
 /* An entry of a ruleset's "fields": either an action for a class of identifier, or a codec
  * chain that opens the value and scrubs what is inside with the same ruleset. */
@@ -32,6 +45,94 @@ struct ap_field {
 	struct ap_action act; /* act.act == AP_ACT_NONE for a codec entry */
 	uint8_t codec[AP_CODEC_MAX];
 	uint8_t ncodec;
+	uint8_t optional; /* bit i: step i is skipped when the value is not in that encoding
+	                     (base64 that does not decode, gzip without its magic bytes) */
+	/* The terminal's parameters. pairs: separator and assignment; protobuf: its schema,
+	 * the root node in ap_ruleset.pb. */
+	uint8_t sep_len, eq_len;
+	char sep[AP_PAIR_SEP_MAX];
+	char eq[AP_PAIR_EQ_MAX];
+	uint16_t pb_root;
+};
+
+/* ---- protobuf schemas ---- */
+
+/* What the configuration says a protobuf field holds; the wire type must agree. */
+enum ap_pb_type {
+	AP_PB_MESSAGE = 1, /* length-delimited, recursed into */
+	AP_PB_STRING,      /* length-delimited text: actions, codecs, or the detectors */
+	AP_PB_BYTES,       /* length-delimited bytes: actions or codecs only */
+	AP_PB_VARINT,
+	AP_PB_FIXED64,
+	AP_PB_FIXED32,
+};
+
+#define AP_PB_NUM_MAX 536870911u /* 2^29 - 1, the largest field number */
+
+/* One node of a protobuf schema: a field number under its parent message. The children of
+ * a node are contiguous, so a message is searched in one short run. */
+struct ap_pb_node {
+	uint32_t num;   /* field number; 0 for a root */
+	uint8_t type;   /* enum ap_pb_type */
+	uint16_t field; /* its action or codec chain in ap_ruleset.fields, or AP_FIELD_NONE */
+	uint16_t child; /* first child in ap_ruleset.pb */
+	uint16_t nchild;
+};
+
+/* ---- profile pieces: re-signers, opaque payloads, body formats ---- */
+
+#define AP_SIGNERS_MAX   4
+#define AP_SIGN_OVER_MAX 8
+#define AP_OPAQUE_MAX    16
+#define AP_OPAQUE_VALS   8
+#define AP_MEDIA_MAX     64 /* bytes of a media type in a rule */
+#define AP_BODIES_MAX    16
+
+enum ap_sign_algo {
+	AP_SIGN_JAVA_HASHCODE = 1, /* Java String.hashCode of the concatenation, signed decimal */
+	AP_SIGN_MD5_HEX,           /* MD5 of the concatenation (UTF-8), 32 hex digits */
+};
+
+/* A signature field of the body document recomputed from the scrubbed values of <over>,
+ * concatenated in order. Names compare byte for byte (a form's decoded names, a JSON
+ * object's top-level member names). */
+struct ap_signer {
+	uint8_t algo; /* enum ap_sign_algo */
+	uint8_t nover;
+	uint8_t field_len;
+	uint8_t over_len[AP_SIGN_OVER_MAX];
+	char field[AP_KEY_NAME_MAX];
+	char over[AP_SIGN_OVER_MAX][AP_KEY_NAME_MAX];
+};
+
+/* A media type: exact ("application/json") or any subtype of a type ("ut/" then anything); lower
+ * case. */
+struct ap_media {
+	uint8_t len;
+	bool any_subtype;
+	char name[AP_MEDIA_MAX];
+};
+
+/* A payload the proxy recognises and cannot read (encrypted, proprietary envelopes).
+ * Every condition given must hold: the media type is one of <media>, the request has
+ * header <header> (with one of <hvals>, or any value), the form body or the query string
+ * has field <fname> with one of <fvals>. */
+struct ap_opaque_rule {
+	char name[AP_KEY_NAME_MAX];
+	uint8_t nmedia, nhvals, nfvals;
+	uint8_t header_len, fname_len;
+	struct ap_media media[AP_OPAQUE_VALS];
+	char header[AP_KEY_NAME_MAX]; /* lower case */
+	char hvals[AP_OPAQUE_VALS][AP_KEY_NAME_MAX];
+	char fname[AP_KEY_NAME_MAX];
+	char fvals[AP_OPAQUE_VALS][AP_KEY_NAME_MAX];
+};
+
+/* A body of media type <media> read through the codec chain of field <field> instead of
+ * the built-in dispatch (e.g. gzip'd protobuf). */
+struct ap_body_rule {
+	struct ap_media media;
+	uint16_t field;
 };
 
 enum ap_seg_kind {
@@ -95,6 +196,22 @@ struct ap_ruleset {
 	bool query;                               /* scrub the query string */
 
 	const struct ap_ruleset *strict; /* the variant for minors; NULL: this one */
+
+	/* Protobuf schemas of the codec chains above (every chain ending in "protobuf" names
+	 * its root node). */
+	struct ap_pb_node *pb;
+	uint16_t npb;
+
+	/* Profile pieces (conf.c compiles a route's profile into a ruleset of its own). */
+	struct ap_signer *signers;
+	uint8_t nsigners;
+	struct ap_opaque_rule *opaque;
+	uint8_t nopaque;
+	bool opaque_pass; /* the route's "opaque": "pass" (else refuse) */
+	struct ap_body_rule *bodies;
+	uint8_t nbodies;
+
+	uint16_t fields_cap, pb_cap; /* building only */
 };
 
 /* Returns the field entry for the object key <k, n> (decoded bytes), or NULL. Key names
@@ -148,6 +265,27 @@ int ap_rules_keys_init(struct ap_ruleset *rs, size_t nkeys);
  * AP_ERR with *why static. */
 int ap_rules_path_compile(struct ap_path *p, const char *text, const char **why);
 
+/* The child of schema node <node> for field number <num>, or NULL. */
+static inline const struct ap_pb_node *
+ap_rules_pb_child(const struct ap_ruleset *rs, const struct ap_pb_node *node, uint32_t num)
+{
+	const struct ap_pb_node *c = rs->pb + node->child;
+
+	for (unsigned i = 0; i < node->nchild; i++)
+		if (c[i].num == num)
+			return &c[i];
+	return NULL;
+}
+
+/* True when media type <mt> (any case, no parameters) matches <m>; the rule written
+ * "*" "/" "*" in the configuration matches anything, an empty <mt> included. */
+bool ap_rules_media_match(const struct ap_media *m, struct ap_span mt);
+
+/* Fills *m from <text> ("application/x-protobuf", or "ut/" followed by a star). AP_OK or AP_ERR,
+ * *why static. */
+int ap_rules_media_compile(struct ap_media *m, const char *text, const char **why);
+
+/* Frees what <rs> owns (not rs itself) and zeroes it. */
 void ap_ruleset_free(struct ap_ruleset *rs);
 
 #endif

@@ -34,6 +34,7 @@ void ap_scrub_free(struct ap_scrub *sc)
 	}
 	ap_buf_free(&sc->body);
 	ap_buf_free(&sc->body_out);
+	ap_buf_free(&sc->sig);
 }
 
 void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned max_depth,
@@ -49,6 +50,8 @@ void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned m
 	sc->pathlen = 0;
 	sc->path[0] = 0;
 	sc->where = AP_WHERE_BODY;
+	sc->opaque_hdr = sc->opaque_fld = 0;
+	sc->sign.on = false;
 	memset(&sc->st, 0, sizeof(sc->st));
 	/* A new generation empties every memo slot without touching them. */
 	if (++sc->memo.gen == 0) {
@@ -206,36 +209,118 @@ forget:
 /* ---- nested codec chains ---- */
 
 static const char *const codec_names[] = {
-        [AP_CODEC_BASE64] = ">base64", [AP_CODEC_GZIP] = ">gzip", [AP_CODEC_DEFLATE] = ">deflate",
-        [AP_CODEC_JSON] = ">",         [AP_CODEC_NDJSON] = ">",   [AP_CODEC_FORM] = ">form:",
+        [AP_CODEC_BASE64] = ">base64",
+        [AP_CODEC_GZIP] = ">gzip",
+        [AP_CODEC_DEFLATE] = ">deflate",
+        [AP_CODEC_JSON] = ">",
+        [AP_CODEC_NDJSON] = ">",
+        [AP_CODEC_FORM] = ">form:",
+        [AP_CODEC_URLENCODED] = ">urlencoded",
+        [AP_CODEC_PAIRS] = ">pairs:",
+        [AP_CODEC_PROTOBUF] = ">pb:",
 };
 
-static int scrub_terminal(struct ap_scrub *sc, uint8_t codec, struct ap_span in, struct ap_buf *out,
-                          bool *changed)
+static int scrub_terminal(struct ap_scrub *sc, const struct ap_field *f, struct ap_span in,
+                          struct ap_buf *out, bool *changed)
 {
-	switch (codec) {
+	switch (f->codec[f->ncodec - 1]) {
 	case AP_CODEC_JSON:
 		return ap_scrub_json(sc, in, out, changed);
 	case AP_CODEC_NDJSON:
 		return ap_scrub_ndjson(sc, in, out, changed);
 	case AP_CODEC_FORM:
 		return ap_scrub_form(sc, in, out, changed);
+	case AP_CODEC_PAIRS:
+		return ap_scrub_pairs(sc, f, in, out, changed);
+	case AP_CODEC_PROTOBUF:
+		if (f->pb_root >= sc->rs->npb)
+			return ap_scrub_fail(sc, "protobuf codec without a schema", 0);
+		return ap_scrub_protobuf(sc, &sc->rs->pb[f->pb_root], in, out, changed);
 	default:
 		return ap_scrub_fail(sc, "codec chain does not end in a document format", 0);
 	}
 }
 
+/* The styles each step found, so re-encoding writes the value back the way it came. */
+struct chain_state {
+	struct ap_b64_style b64[AP_CODEC_MAX];
+	struct ap_pct_style pct[AP_CODEC_MAX];
+	enum ap_zfmt zf[AP_CODEC_MAX];
+	bool skipped[AP_CODEC_MAX]; /* an optional step the value was not in */
+};
+
+/* One decoding step of <f> into <dst>. Sets st->skipped[i] instead of failing when the
+ * step is optional and the value is not in its encoding. */
+static int decode_step(struct ap_scrub *sc, const struct ap_field *f, unsigned i,
+                       struct chain_state *st, struct ap_span cur, struct ap_buf *dst)
+{
+	const char *why = NULL;
+	bool optional = f->optional >> i & 1;
+	int rc;
+
+	st->skipped[i] = false;
+	switch (f->codec[i]) {
+	case AP_CODEC_BASE64:
+		rc = ap_base64_decode(cur.p, cur.n, dst, &st->b64[i], &why);
+		break;
+	case AP_CODEC_URLENCODED:
+		rc = ap_pct_decode(cur.p, cur.n, dst, &st->pct[i], &why);
+		break;
+	default:
+		if (optional && f->codec[i] == AP_CODEC_GZIP &&
+		    (cur.n < 2 || (unsigned char)cur.p[0] != 0x1f ||
+		     (unsigned char)cur.p[1] != 0x8b)) {
+			st->skipped[i] = true;
+			return AP_OK;
+		}
+		st->zf[i] = f->codec[i] == AP_CODEC_GZIP ? AP_Z_GZIP : AP_Z_ZLIB;
+		rc = ap_z_decode(&sc->z, &st->zf[i], cur.p, cur.n, dst,
+		                 sc->max_decoded - sc->decoded, &why);
+		break;
+	}
+	if (rc != AP_OK && optional && f->codec[i] == AP_CODEC_BASE64 &&
+	    !(why && strcmp(why, "out of memory") == 0)) {
+		st->skipped[i] = true; /* not base64: the next step reads it as it is */
+		return AP_OK;
+	}
+	if (rc != AP_OK)
+		return ap_scrub_fail(sc, why ? why : "cannot decode nested value", 0);
+	return AP_OK;
+}
+
+static int encode_step(struct ap_scrub *sc, const struct ap_field *f, unsigned i,
+                       const struct chain_state *st, struct ap_span cur, struct ap_buf *dst)
+{
+	const char *why = NULL;
+	int rc;
+
+	switch (f->codec[i]) {
+	case AP_CODEC_BASE64:
+		rc = ap_base64_encode(cur.p, cur.n, dst, &st->b64[i]);
+		break;
+	case AP_CODEC_URLENCODED:
+		rc = ap_pct_encode(cur.p, cur.n, dst, &st->pct[i]);
+		break;
+	default:
+		rc = ap_z_encode(&sc->z, st->zf[i], cur.p, cur.n, dst, &why);
+		break;
+	}
+	if (rc != AP_OK)
+		return ap_scrub_fail(sc, why ? why : "out of memory", 0);
+	return AP_OK;
+}
+
 int ap_scrub_nested(struct ap_scrub *sc, const struct ap_field *f, const char *v, size_t n,
                     struct ap_buf *out, bool *changed)
 {
-	struct ap_b64_style b64[AP_CODEC_MAX];
-	enum ap_zfmt zf[AP_CODEC_MAX];
+	struct chain_state st;
 	struct ap_level *lv;
 	struct ap_buf *bufs[2];
 	struct ap_span cur = {v, n};
 	size_t plen = sc->pathlen;
 	enum ap_where where = sc->where;
-	unsigned last = f->ncodec - 1u;
+	unsigned last = f->ncodec - 1u, outer = last;
+	int held = -1; /* which of bufs holds cur; -1: the value itself */
 	int rc;
 
 	*changed = false;
@@ -248,67 +333,71 @@ int ap_scrub_nested(struct ap_scrub *sc, const struct ap_field *f, const char *v
 	bufs[1] = &lv->b;
 	sc->st.layers++;
 	for (unsigned i = 0; i < last; i++) {
-		struct ap_buf *dst = bufs[i & 1];
-		const char *why = NULL;
+		/* Each step writes into the buffer that does not hold its input. */
+		struct ap_buf *dst = bufs[held == 0];
 
 		ap_buf_clear(dst);
-		if (f->codec[i] == AP_CODEC_BASE64)
-			rc = ap_base64_decode(cur.p, cur.n, dst, &b64[i], &why);
-		else {
-			zf[i] = f->codec[i] == AP_CODEC_GZIP ? AP_Z_GZIP : AP_Z_ZLIB;
-			rc = ap_z_decode(&sc->z, &zf[i], cur.p, cur.n, dst,
-			                 sc->max_decoded - sc->decoded, &why);
-		}
-		if (rc != AP_OK)
-			return ap_scrub_fail(sc, why ? why : "cannot decode nested value", 0);
+		if (decode_step(sc, f, i, &st, cur, dst) != AP_OK)
+			return AP_ERR;
+		if (st.skipped[i])
+			continue;
+		if (outer == last)
+			outer = i;
 		sc->decoded += dst->len;
 		if (sc->decoded > sc->max_decoded)
 			return ap_scrub_fail(sc, AP_WHY_TOO_BIG, 0);
 		cur = ap_buf_span(dst);
+		held = dst == bufs[0] ? 0 : 1;
 	}
 	if (sc->finding_cb)
 		for (unsigned i = 0; i <= last; i++)
-			path_add(sc, codec_names[f->codec[i]], strlen(codec_names[f->codec[i]]));
+			if (i == last || !st.skipped[i])
+				path_add(sc, codec_names[f->codec[i]],
+				         strlen(codec_names[f->codec[i]]));
 	if (f->codec[last] == AP_CODEC_FORM)
 		sc->where = AP_WHERE_BODY;
 	ap_buf_clear(&lv->doc);
 	sc->level++;
-	rc = scrub_terminal(sc, f->codec[last], cur, &lv->doc, changed);
+	rc = scrub_terminal(sc, f, cur, &lv->doc, changed);
 	sc->level--;
 	sc->where = where;
 	ap_scrub_path_pop(sc, plen);
 	if (rc != AP_OK || !*changed)
 		return rc;
 	cur = ap_buf_span(&lv->doc);
+	held = 2;
 	for (unsigned i = last; i-- > 0;) {
-		struct ap_buf *dst = i == 0 ? out : bufs[i & 1];
-		const char *why = NULL;
+		struct ap_buf *dst;
 
+		if (st.skipped[i])
+			continue;
+		dst = i == outer ? out : bufs[held == 0];
 		if (dst != out)
 			ap_buf_clear(dst);
-		if (f->codec[i] == AP_CODEC_BASE64)
-			rc = ap_base64_encode(cur.p, cur.n, dst, &b64[i]);
-		else
-			rc = ap_z_encode(&sc->z, zf[i], cur.p, cur.n, dst, &why);
-		if (rc != AP_OK)
-			return ap_scrub_fail(sc, why ? why : "out of memory", 0);
+		if (encode_step(sc, f, i, &st, cur, dst) != AP_OK)
+			return AP_ERR;
 		cur = ap_buf_span(dst);
+		held = dst == bufs[0] ? 0 : 1;
 	}
-	if (last == 0 && ap_buf_add(out, cur.p, cur.n) != AP_OK)
+	if (outer == last && ap_buf_add(out, cur.p, cur.n) != AP_OK)
 		return ap_scrub_fail(sc, "out of memory", 0);
 	return AP_OK;
 }
 
 /* ---- bodies ---- */
 
-enum body_type { BODY_UNKNOWN, BODY_JSON, BODY_NDJSON, BODY_FORM };
+enum body_type { BODY_UNKNOWN, BODY_JSON, BODY_NDJSON, BODY_FORM, BODY_CHAIN };
 
-static enum body_type body_type(struct ap_span ctype)
+/* The media type of a Content-Type value: no parameters, no surrounding white space. */
+static struct ap_span media_type(struct ap_span ctype)
 {
 	const char *semi = memchr(ctype.p, ';', ctype.n);
-	struct ap_span mt =
-	        ap_span_trim((struct ap_span){ctype.p, semi ? (size_t)(semi - ctype.p) : ctype.n});
 
+	return ap_span_trim((struct ap_span){ctype.p, semi ? (size_t)(semi - ctype.p) : ctype.n});
+}
+
+static enum body_type body_type(struct ap_span mt)
+{
 	if (ap_span_ieq(mt, "application/json") || ap_span_ieq(mt, "text/json"))
 		return BODY_JSON;
 	if (mt.n > 17 && memchr(mt.p, '/', mt.n) &&
@@ -321,6 +410,140 @@ static enum body_type body_type(struct ap_span ctype)
 	if (ap_span_ieq(mt, "application/x-www-form-urlencoded"))
 		return BODY_FORM;
 	return BODY_UNKNOWN;
+}
+
+/* ---- opaque payloads ---- */
+
+static bool in_list(const char (*vals)[AP_KEY_NAME_MAX], unsigned n, const char *v, size_t vn)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (strlen(vals[i]) == vn && memcmp(vals[i], v, vn) == 0)
+			return true;
+	return false;
+}
+
+void ap_scrub_opaque_header(struct ap_scrub *sc, struct ap_span name, struct ap_span value)
+{
+	const struct ap_ruleset *rs = sc->rs;
+
+	for (unsigned i = 0; i < rs->nopaque; i++) {
+		const struct ap_opaque_rule *o = &rs->opaque[i];
+		if (!o->header_len || name.n != o->header_len || !ap_span_ieq(name, o->header))
+			continue;
+		value = ap_span_trim(value);
+		if (!o->nhvals || in_list(o->hvals, o->nhvals, value.p, value.n))
+			sc->opaque_hdr |= 1u << i;
+	}
+}
+
+void ap_scrub_opaque_field(struct ap_scrub *sc, const char *k, size_t kn, const char *v, size_t vn)
+{
+	const struct ap_ruleset *rs = sc->rs;
+
+	for (unsigned i = 0; i < rs->nopaque; i++) {
+		const struct ap_opaque_rule *o = &rs->opaque[i];
+		if (o->fname_len && kn == o->fname_len && memcmp(k, o->fname, kn) == 0 &&
+		    (!o->nfvals || in_list(o->fvals, o->nfvals, v, vn)))
+			sc->opaque_fld |= 1u << i;
+	}
+}
+
+static int hexdigit(char ch)
+{
+	unsigned char c = (unsigned char)ch;
+
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes <p, n> into dst[cap]; -1 when it does not fit or has a bad escape. */
+static long pct_small(const char *p, size_t n, char *dst, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++, o++) {
+		char c = p[i];
+		if (o == cap)
+			return -1;
+		if (c == '+')
+			c = ' ';
+		else if (c == '%') {
+			int h, l;
+			if (n - i < 3 || (h = hexdigit(p[i + 1])) < 0 ||
+			    (l = hexdigit(p[i + 2])) < 0)
+				return -1;
+			c = (char)(h << 4 | l);
+			i += 2;
+		}
+		dst[o] = c;
+	}
+	return (long)o;
+}
+
+/* Marks the opaque rules whose field condition the form body <doc> meets. Only names and
+ * values short enough to be configured are decoded; nothing is written. */
+static void opaque_form(struct ap_scrub *sc, struct ap_span doc)
+{
+	const char *p = doc.p, *end = doc.p + doc.n;
+
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p)), *pe = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(pe - p));
+		char k[AP_KEY_NAME_MAX], v[AP_KEY_NAME_MAX];
+		long kn, vn;
+
+		if (eq && (kn = pct_small(p, (size_t)(eq - p), k, sizeof(k))) > 0 &&
+		    (vn = pct_small(eq + 1, (size_t)(pe - eq - 1), v, sizeof(v))) >= 0)
+			ap_scrub_opaque_field(sc, k, (size_t)kn, v, (size_t)vn);
+		p = pe + 1;
+	}
+}
+
+/* The first opaque rule the request meets, or -1. <form> is the decoded form body, if the
+ * body is one and its field conditions are to be checked now. */
+static int opaque_match(struct ap_scrub *sc, struct ap_span mt, const struct ap_span *form)
+{
+	const struct ap_ruleset *rs = sc->rs;
+
+	if (form)
+		opaque_form(sc, *form);
+	for (unsigned i = 0; i < rs->nopaque; i++) {
+		const struct ap_opaque_rule *o = &rs->opaque[i];
+		bool ok = !o->nmedia;
+
+		for (unsigned m = 0; m < o->nmedia && !ok; m++)
+			ok = ap_rules_media_match(&o->media[m], mt);
+		if (!ok)
+			continue;
+		if (o->header_len && !(sc->opaque_hdr >> i & 1))
+			continue;
+		if (o->fname_len && !(sc->opaque_fld >> i & 1))
+			continue;
+		return (int)i;
+	}
+	return -1;
+}
+
+/* An opaque payload: counted, then forwarded as it came or refused, as the route says. */
+static int opaque(struct ap_scrub *sc, int rule, int *status)
+{
+	sc->st.opaque++;
+	if (sc->finding_cb) {
+		char path[AP_KEY_NAME_MAX + 8];
+		struct ap_finding f = {.cls = AP_CLASS_OTHER,
+		                       .act = sc->rs->opaque_pass ? AP_ACT_KEEP : AP_ACT_DROP,
+		                       .where = AP_WHERE_BODY,
+		                       .path = path,
+		                       .masked = ""};
+		snprintf(path, sizeof(path), "opaque:%s", sc->rs->opaque[rule].name);
+		sc->finding_cb(sc->finding_arg, &f);
+	}
+	if (sc->rs->opaque_pass)
+		return AP_OK;
+	*status = AP_OPAQUE_STATUS;
+	return ap_scrub_fail(sc, AP_WHY_OPAQUE, 0);
 }
 
 /* Trims the punctuation that surrounds an identifier in text: "(", ")", ".", ":". */
@@ -395,18 +618,29 @@ int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc
                   enum ap_unknown unknown, struct ap_span in, struct ap_buf *out, bool *changed,
                   int *status)
 {
-	enum body_type t = body_type(ctype);
+	const struct ap_ruleset *rs = sc->rs;
+	struct ap_span mt = media_type(ctype);
+	enum body_type t = body_type(mt);
 	struct ap_span enc = ap_span_trim(cenc), doc = in;
+	const struct ap_field *chain = NULL;
 	enum ap_zfmt zf = 0;
 	struct ap_buf *dst = out;
 	const char *why = NULL;
-	int rc;
+	int rc, o;
 
 	*changed = false;
 	*status = 400;
 	sc->where = AP_WHERE_BODY;
 	if (in.n == 0)
 		return AP_OK;
+	/* A payload a profile knows to be opaque is recognised before anything reads it. */
+	if (rs->nopaque && (o = opaque_match(sc, mt, NULL)) >= 0)
+		return opaque(sc, o, status);
+	for (unsigned i = 0; i < rs->nbodies && !chain; i++)
+		if (ap_rules_media_match(&rs->bodies[i].media, mt)) {
+			chain = &rs->fields[rs->bodies[i].field];
+			t = BODY_CHAIN;
+		}
 	if (t == BODY_UNKNOWN && unknown == AP_UNKNOWN_PASS)
 		return AP_OK;
 	if (t == BODY_UNKNOWN && unknown == AP_UNKNOWN_REJECT) {
@@ -436,6 +670,10 @@ int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc
 		dst = &sc->body_out;
 		ap_buf_clear(dst);
 	}
+	/* A field condition ("gzip=9") is looked up before the form is scrubbed: a field
+	 * before it may hold what cannot be decoded precisely because the payload is opaque. */
+	if (rs->nopaque && t == BODY_FORM && (o = opaque_match(sc, mt, &doc)) >= 0)
+		return opaque(sc, o, status);
 	switch (t) {
 	case BODY_JSON:
 		rc = ap_scrub_json(sc, doc, dst, changed);
@@ -446,6 +684,14 @@ int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc
 	case BODY_FORM:
 		rc = ap_scrub_form(sc, doc, dst, changed);
 		break;
+	case BODY_CHAIN: {
+		size_t plen = sc->pathlen;
+		if (sc->finding_cb)
+			path_add(sc, "body", 4);
+		rc = ap_scrub_nested(sc, chain, doc.p, doc.n, dst, changed);
+		ap_scrub_path_pop(sc, plen);
+		break;
+	}
 	default:
 		if (scan_hits(sc, doc)) {
 			*status = 422;

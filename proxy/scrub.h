@@ -21,6 +21,11 @@
  * codecs use the same words); the proxy answers 413 to it. */
 #define AP_WHY_TOO_BIG "decoded size over limit"
 
+/* The reason given when a route's profile recognises an opaque payload and the route's
+ * "opaque" policy is "refuse"; the status is AP_OPAQUE_STATUS. */
+#define AP_WHY_OPAQUE    "opaque payload refused on this route"
+#define AP_OPAQUE_STATUS 415
+
 /* What a route does with a body whose content type no scrubber handles. */
 enum ap_unknown {
 	AP_UNKNOWN_REJECT = 0, /* refuse: 415 */
@@ -55,6 +60,8 @@ struct ap_scrub_stats {
 	uint32_t hashed;    /* HMACs computed (memo misses) */
 	uint32_t memo_hits; /* pseudonyms served from the per-request memo */
 	uint32_t layers;    /* nested documents opened */
+	uint32_t opaque;    /* opaque payloads recognised (passed or refused, as the route says) */
+	uint32_t resigned;  /* signature fields recomputed */
 };
 
 /* Per-request memo of pseudonyms: a device's IMEI repeated in 20 events is hashed once. */
@@ -85,6 +92,20 @@ struct ap_level {
 	struct ap_buf doc;  /* the nested document, scrubbed */
 };
 
+/* Where the signature fields of the body document and the fields they cover are in its
+ * output, recorded while it is scanned (scrub_sign.c). Offsets are from <base>. */
+struct ap_sign_span {
+	uint32_t pos, len;
+	bool seen, dup, changed;
+};
+
+struct ap_sign_rec {
+	bool on;     /* this document's signers are being recorded */
+	size_t base; /* out->len when the document's output began */
+	struct ap_sign_span sig[AP_SIGNERS_MAX];
+	struct ap_sign_span over[AP_SIGNERS_MAX][AP_SIGN_OVER_MAX];
+};
+
 /* The scrubber's working state: one per worker (or per anonctl run), reused for every
  * request so the hot path does not allocate once the buffers have grown. The ruleset
  * and keys are borrowed and must outlive the request being scrubbed. Not thread-safe. */
@@ -104,8 +125,12 @@ struct ap_scrub {
 	char path[AP_PATH_TEXT_MAX];
 	size_t pathlen;
 	enum ap_where where;
-	const char *why; /* static reason of the last refusal */
-	size_t err_off;  /* byte offset of the refusal in the innermost document */
+	const char *why;     /* static reason of the last refusal */
+	size_t err_off;      /* byte offset of the refusal in the innermost document */
+	uint32_t opaque_hdr; /* bit i: the header condition of opaque rule i held */
+	uint32_t opaque_fld; /* bit i: its field condition held (query string or form body) */
+	struct ap_sign_rec sign;
+	struct ap_buf sig; /* signers' scratch: the covered values, decoded and joined */
 };
 
 /* Prepares *sc for hashing under <key> (borrowed). AP_OK, or AP_ERR (OpenSSL). */
@@ -122,7 +147,12 @@ void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned m
  * is and <out> is untouched. On AP_ERR the request must be refused: sc->why holds a static
  * reason and *status the HTTP status (400 undecodable, 413 decoded size over the limit,
  * 415 unknown content refused, 422 scan found an identifier in an unknown content type).
- * <in> is only read. */
+ * Under a ruleset compiled with a profile: a media type its "bodies" name is read through
+ * that codec chain; a payload its opaque rules recognise (with the header and query
+ * conditions noted by ap_scrub_header and ap_scrub_query before) is counted in
+ * sc->st.opaque and either goes on unread (the route's "opaque": "pass": AP_OK, unchanged)
+ * or is refused (AP_ERR, AP_OPAQUE_STATUS, AP_WHY_OPAQUE); signature fields of the body are
+ * recomputed over the scrubbed values. <in> is only read. */
 int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc,
                   enum ap_unknown unknown, struct ap_span in, struct ap_buf *out, bool *changed,
                   int *status);
@@ -132,6 +162,13 @@ int ap_scrub_body(struct ap_scrub *sc, struct ap_span ctype, struct ap_span cenc
 int ap_scrub_json(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
 int ap_scrub_ndjson(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
 int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+
+/* Terminal formats of codec chains (scrub_pairs.c, scrub_protobuf.c). <f> is the chain's
+ * field entry (its separator and assignment); <root> the protobuf schema's root node. */
+int ap_scrub_pairs(struct ap_scrub *sc, const struct ap_field *f, struct ap_span in,
+                   struct ap_buf *out, bool *changed);
+int ap_scrub_protobuf(struct ap_scrub *sc, const struct ap_pb_node *root, struct ap_span in,
+                      struct ap_buf *out, bool *changed);
 
 /* The query string (without '?'): form rules, percent-decoding, '+' as space. */
 int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
@@ -161,6 +198,39 @@ const struct ap_action *ap_scrub_detect(struct ap_scrub *sc, const char *v, size
  * AP_OK or AP_ERR (sc->why set). */
 int ap_scrub_nested(struct ap_scrub *sc, const struct ap_field *f, const char *v, size_t n,
                     struct ap_buf *out, bool *changed);
+
+/* ---- re-signers (scrub_sign.c) ---- */
+
+enum ap_sign_fmt {
+	AP_SIGN_FORM = 1, /* values are percent-encoded form values */
+	AP_SIGN_JSON,     /* values are JSON scalars: strings with their quotes, or numbers */
+};
+
+/* Starts recording for a document whose output goes to <out>, and returns true, when it
+ * is the body itself (level 0) under a ruleset with signers; the scanner then notes its
+ * top-level fields and calls ap_sign_finish. Other documents return false and leave the
+ * record alone. */
+bool ap_sign_begin(struct ap_scrub *sc, const struct ap_buf *out);
+
+/* Notes that the member or pair named <key, kn> has its value at output offset <pos>
+ * (absolute in out), <len> bytes, rewritten or not. */
+void ap_sign_note(struct ap_scrub *sc, const char *key, size_t kn, size_t pos, size_t len,
+                  bool changed);
+
+/* After the document's output is complete: recomputes each signature whose covered values
+ * changed and writes it over the old one in <out>. A signature over unchanged values is
+ * left byte for byte. Returns AP_OK, or AP_ERR with sc->why (a signed field listed twice,
+ * memory). */
+int ap_sign_finish(struct ap_scrub *sc, struct ap_buf *out, enum ap_sign_fmt fmt);
+
+/* Java String.hashCode of the UTF-8 text <p, n> (as UTF-16 code units; a malformed byte
+ * counts as U+FFFD, as Java's decoder makes it). */
+int32_t ap_sign_java_hashcode(const char *p, size_t n);
+
+/* Conditions of opaque-payload rules met outside the body, noted as the request is
+ * scrubbed: a request header (ap_scrub_header calls it), a query-string or form field. */
+void ap_scrub_opaque_header(struct ap_scrub *sc, struct ap_span name, struct ap_span value);
+void ap_scrub_opaque_field(struct ap_scrub *sc, const char *k, size_t kn, const char *v, size_t vn);
 
 /* Records a finding without a replacement (drop/keep) */
 void ap_scrub_found(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,

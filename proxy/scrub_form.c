@@ -14,6 +14,8 @@ struct fscan {
 	const char *beg, *end, *copied;
 	struct ap_buf *out;
 	bool changed;
+	bool rewrote;   /* the last pair_value wrote a new value ... */
+	size_t rep_pos; /* ... at this offset of out */
 };
 
 static inline int hexdig(unsigned char c)
@@ -152,10 +154,13 @@ static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v,
 		                   &num) != AP_OK)
 			return ap_scrub_fail(sc, "out of memory", 0);
 	}
-	if (flush(f, v) != AP_OK || (!has_eq && lv->rep.len && ap_buf_addc(f->out, '=') != AP_OK) ||
-	    pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
+	if (flush(f, v) != AP_OK || (!has_eq && lv->rep.len && ap_buf_addc(f->out, '=') != AP_OK))
+		return ap_scrub_fail(sc, "out of memory", 0);
+	f->rep_pos = f->out->len;
+	if (pct_encode(lv->rep.p, lv->rep.len, f->out) != AP_OK)
 		return ap_scrub_fail(sc, "out of memory", 0);
 	f->copied = ve;
+	f->rewrote = true;
 	return AP_OK;
 }
 
@@ -182,11 +187,35 @@ static int pair_key(struct fscan *f, const char *k, const char *ke, const char *
 	return AP_OK;
 }
 
+/* Notes what the re-signers and the opaque-payload rules need of the pair just kept: its
+ * decoded name <key, kn> and its value [v, ve) as it now stands in the output. */
+static void pair_kept(struct fscan *f, bool signing, const char *key, size_t kn, const char *v,
+                      const char *ve)
+{
+	struct ap_scrub *sc = f->sc;
+
+	if (signing) {
+		size_t pos = f->rewrote ? f->rep_pos : f->out->len + (size_t)(v - f->copied);
+		size_t len = f->rewrote ? f->out->len - f->rep_pos : (size_t)(ve - v);
+		ap_sign_note(sc, key, kn, pos, len, f->rewrote);
+	}
+	if (sc->where == AP_WHERE_QUERY && sc->rs->nopaque) {
+		char val[AP_KEY_NAME_MAX];
+		long vn = (size_t)(ve - v) <= sizeof(val) && pct_valid(v, (size_t)(ve - v))
+		                  ? pct_decode(v, (size_t)(ve - v), val)
+		                  : -1;
+		if (vn >= 0)
+			ap_scrub_opaque_field(sc, key, kn, val, (size_t)vn);
+	}
+}
+
 static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
 {
-	struct fscan f = {sc, &sc->lv[sc->level], in.p, in.p + in.n, in.p, out, false};
+	struct fscan f = {sc, &sc->lv[sc->level], in.p, in.p + in.n, in.p, out, false, false, 0};
 	const char *p = in.p, *sep = NULL;
 	unsigned kept = 0;
+	bool signing = ap_sign_begin(sc, out);
+	bool notes = signing || (sc->where == AP_WHERE_QUERY && sc->rs->nopaque);
 
 	while (p < f.end) {
 		const char *amp = memchr(p, '&', (size_t)(f.end - p)), *pe = amp ? amp : f.end;
@@ -222,12 +251,15 @@ static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out,
 				                  kn >= 0 ? (size_t)kn : 6);
 			if (kact && pair_key(&f, p, ke, key, (size_t)kn, kact, &drop) != AP_OK)
 				return AP_ERR;
+			f.rewrote = false;
 			if (drop) {
 				if (!pct_valid(v, (size_t)(pe - v)))
 					return ap_scrub_fail(sc, "invalid percent-encoding",
 					                     (size_t)(v - f.beg));
 			} else if (pair_value(&f, fl, v, pe, eq != NULL, &drop) != AP_OK)
 				return AP_ERR;
+			if (!drop && notes && kn >= 0)
+				pair_kept(&f, signing, key, (size_t)kn, v, pe);
 			if (sc->finding_cb)
 				ap_scrub_path_pop(sc, plen);
 			if (drop) {
@@ -252,6 +284,10 @@ static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out,
 	}
 	if (f.changed && flush(&f, f.end) != AP_OK)
 		return AP_ERR;
+	if (signing && f.changed && ap_sign_finish(sc, out, AP_SIGN_FORM) != AP_OK)
+		return AP_ERR;
+	if (signing)
+		sc->sign.on = false;
 	*changed = f.changed;
 	return AP_OK;
 }

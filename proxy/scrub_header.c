@@ -226,6 +226,8 @@ int ap_scrub_header(struct ap_scrub *sc, struct ap_span name, struct ap_span val
 	bool num;
 
 	*drop = *changed = false;
+	if (sc->rs->nopaque)
+		ap_scrub_opaque_header(sc, name, value);
 	if (ap_span_ieq(name, "x-forwarded-for") || ap_span_ieq(name, "x-real-ip"))
 		kind = H_ADDR_LIST;
 	else if (ap_span_ieq(name, "forwarded"))

@@ -18,6 +18,10 @@ struct jscan {
 	bool findings;
 	unsigned depth;    /* containers open around the current value */
 	unsigned skipping; /* > 0 inside a value being dropped: validate only */
+	bool signing;      /* noting the top-level members for the re-signers */
+	const char *key;   /* the last member_key's decoded name (valid until the next) */
+	size_t keyn;
+	const char *vend; /* where the last item()'s value ended */
 };
 
 static const char *value(struct jscan *j, const char *p, const struct ap_field *rule,
@@ -191,6 +195,8 @@ static const char *member_key(struct jscan *j, const char *p, const struct ap_fi
 		k = lv->val.p;
 		n = lv->val.len;
 	}
+	j->key = k;
+	j->keyn = n;
 	if (pmask)
 		*cmask = ap_rules_path_step(j->rs, pmask, j->depth - 1, k, n, 0, f);
 	if (!*f)
@@ -248,6 +254,7 @@ item(struct jscan *j, struct items *it, const char *start, const char *p, const 
 		ap_scrub_path_pop(j->sc, plen);
 	if (!vend)
 		return NULL;
+	j->vend = vend;
 	if (!drop)
 		it->kept++;
 	else if (remove_item(j, it->kept, it->sep, start, vend) != AP_OK)
@@ -269,6 +276,31 @@ item(struct jscan *j, struct items *it, const char *start, const char *p, const 
 	return fail(j, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'", p);
 }
 
+/* item() for a scalar member of the body's top-level object while re-signers record: the
+ * value's place in the output is noted once it is final. */
+static const char *signed_item(struct jscan *j, struct items *it, const char *start, const char *p,
+                               const struct ap_field *f, uint64_t cmask, bool drop, size_t plen,
+                               bool *more)
+{
+	char key[AP_KEY_NAME_MAX];
+	size_t keyn = j->keyn, out0 = j->out->len, kept = it->kept;
+	const char *copied0 = j->copied, *next;
+
+	memcpy(key, j->key, keyn);
+	next = item(j, it, start, p, f, cmask, drop, plen, '}', more);
+	if (!next || it->kept == kept)
+		return next; /* failed, or dropped */
+	/* A kept scalar was either left alone (nothing copied past its start) or replaced
+	 * whole (copied moved to its end, the replacement written last). */
+	if (j->copied > p) {
+		size_t pos = out0 + (size_t)(p - copied0);
+		ap_sign_note(j->sc, key, keyn, pos, j->out->len - pos, true);
+	} else
+		ap_sign_note(j->sc, key, keyn, j->out->len + (size_t)(p - j->copied),
+		             (size_t)(j->vend - p), false);
+	return next;
+}
+
 static const char *object(struct jscan *j, const char *p, const struct ap_field *rule,
                           uint64_t pmask)
 {
@@ -288,13 +320,18 @@ static const char *object(struct jscan *j, const char *p, const struct ap_field 
 
 		if (p >= end || *p != '"')
 			return fail(j, "expected a key", p);
+		j->key = NULL;
 		if (!(p = member_key(j, p, rule, pmask, &f, &cmask, &drop, &plen)))
 			return NULL;
 		p = ap_json_ws(p, end);
 		if (p >= end || *p != ':')
 			return fail(j, "expected ':'", p);
 		p = ap_json_ws(p + 1, end);
-		p = item(j, &it, start, p, f, cmask, drop, plen, '}', &more);
+		if (j->signing && j->depth == 1 && !j->skipping && j->key &&
+		    j->keyn < AP_KEY_NAME_MAX && p < end && *p != '{' && *p != '[')
+			p = signed_item(j, &it, start, p, f, cmask, drop, plen, &more);
+		else
+			p = item(j, &it, start, p, f, cmask, drop, plen, '}', &more);
 	}
 	return p;
 }
@@ -369,6 +406,10 @@ static void jscan_init(struct jscan *j, struct ap_scrub *sc, struct ap_span in, 
 	j->findings = sc->finding_cb != NULL;
 	j->depth = 0;
 	j->skipping = 0;
+	j->signing = false;
+	j->key = NULL;
+	j->keyn = 0;
+	j->vend = NULL;
 }
 
 /* One document spanning [p, e) of j's input. A top-level value that must be dropped
@@ -404,10 +445,15 @@ int ap_scrub_json(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bo
 	struct jscan j;
 
 	jscan_init(&j, sc, in, out);
+	j.signing = ap_sign_begin(sc, out);
 	if (document(&j, in.p, in.p + in.n) != AP_OK)
 		return AP_ERR;
 	if (j.changed && flush(&j, j.end) != AP_OK)
 		return AP_ERR;
+	if (j.signing && j.changed && ap_sign_finish(sc, out, AP_SIGN_JSON) != AP_OK)
+		return AP_ERR;
+	if (j.signing)
+		sc->sign.on = false;
 	*changed = j.changed;
 	return AP_OK;
 }

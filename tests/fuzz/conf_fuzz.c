@@ -91,9 +91,12 @@ static void check_conf(const struct ap_conf *c, const uint8_t *d, size_t n)
 			if (!fl->ncodec)
 				continue;
 			last = fl->codec[fl->ncodec - 1];
-			if (last != AP_CODEC_JSON && last != AP_CODEC_NDJSON &&
-			    last != AP_CODEC_FORM)
+			if (!ap_codec_terminal(last))
 				fail("a codec chain not ending in a document", d, n, NULL);
+			if (last == AP_CODEC_PROTOBUF && fl->pb_root >= rs->npb)
+				fail("a protobuf codec without its schema", d, n, NULL);
+			if (last == AP_CODEC_PAIRS && (!fl->sep_len || !fl->eq_len))
+				fail("a pairs codec without its separators", d, n, NULL);
 		}
 		for (unsigned p = 0; p < rs->npaths; p++)
 			if (rs->paths[p].field >= rs->nfields ||
@@ -118,13 +121,15 @@ static void exercise(const struct ap_conf *c, const uint8_t *d, size_t n)
 
 	if (ap_scrub_init(&sc, &c->keys.keys[c->keys.active]) != AP_OK)
 		abort();
-	for (size_t i = 0; i < c->nrulesets; i++) {
+	/* the named rulesets, then those compiled for routes with a profile */
+	for (size_t i = 0; i < c->nrulesets + c->nextra; i++) {
+		const struct ap_ruleset *rs =
+		        i < c->nrulesets ? &c->rulesets[i] : c->extra[i - c->nrulesets];
 		const struct ap_field *xff;
 		bool changed, drop;
 		json_t *j;
 
-		ap_scrub_begin(&sc, &c->rulesets[i], (unsigned)c->limits.json_depth,
-		               c->limits.decoded_bytes);
+		ap_scrub_begin(&sc, rs, (unsigned)c->limits.json_depth, c->limits.decoded_bytes);
 		ap_buf_clear(&out);
 		if (ap_scrub_json(&sc, AP_SPAN(doc), &out, &changed) == AP_OK) {
 			struct ap_span r = changed ? ap_buf_span(&out) : AP_SPAN(doc);
@@ -139,7 +144,7 @@ static void exercise(const struct ap_conf *c, const uint8_t *d, size_t n)
 		ap_buf_clear(&out);
 		(void)ap_scrub_query(&sc, AP_SPAN(form), &out, &changed);
 		ap_buf_clear(&out);
-		xff = ap_rules_header(&c->rulesets[i], "X-Forwarded-For", 15);
+		xff = ap_rules_header(rs, "X-Forwarded-For", 15);
 		if (ap_scrub_header(&sc, AP_SPAN("X-Forwarded-For"), AP_SPAN("203.0.113.7, ::1"),
 		                    &out, &drop, &changed) == AP_OK &&
 		    !drop && !changed && (!xff || (xff->act.act != AP_ACT_KEEP && !xff->ncodec)))

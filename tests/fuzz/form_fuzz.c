@@ -21,6 +21,8 @@
 #include "detect.h"
 #include "scrub.h"
 
+#include "fuzz_conf.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char CONF[] =
@@ -48,39 +50,17 @@ static const char CONF[] =
 static struct ap_conf *conf;
 static struct ap_scrub sc;
 static struct ap_buf out, out2;
-static char dir[64], keyfile[96];
 
 static void cleanup(void)
 {
 	ap_scrub_free(&sc);
 	ap_buf_free(&out);
 	ap_buf_free(&out2);
-	ap_conf_free(conf);
-	unlink(keyfile);
-	rmdir(dir);
 }
 
 static void init(void)
 {
-	static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
-	char err[AP_CONF_ERR_MAX];
-	int fd;
-
-	strcpy(dir, "/tmp/form_fuzz.XXXXXX");
-	if (!mkdtemp(dir))
-		abort();
-	snprintf(keyfile, sizeof(keyfile), "%s/fuzz.key", dir);
-	fd = open(keyfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, key, sizeof(key)) != (ssize_t)sizeof(key))
-		abort();
-	close(fd);
-	conf = ap_conf_parse(CONF, sizeof(CONF) - 1, dir, err);
-	if (!conf) {
-		fprintf(stderr, "form_fuzz: %s\n", err);
-		abort();
-	}
-	if (ap_scrub_init(&sc, &conf->keys.keys[conf->keys.active]) != AP_OK)
-		abort();
+	conf = fuzz_conf("form", CONF, &sc);
 	atexit(cleanup);
 }
 

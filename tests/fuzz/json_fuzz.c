@@ -26,6 +26,8 @@
 #include "conf.h"
 #include "scrub.h"
 
+#include "fuzz_conf.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define DEPTH 64
@@ -51,40 +53,18 @@ static const char CONF[] =
 static struct ap_conf *conf;
 static struct ap_scrub sc;
 static struct ap_buf out;
-static char dir[64], keyfile[96];
 
 static void cleanup(void)
 {
 	ap_scrub_free(&sc);
 	ap_buf_free(&out);
-	ap_conf_free(conf);
-	unlink(keyfile);
-	rmdir(dir);
 }
 
 /* The configuration is built once: a 32-byte key in a fresh temporary directory, then the
  * text above with "fuzz.key" resolved from there. */
 static void init(void)
 {
-	static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
-	char err[AP_CONF_ERR_MAX];
-	int fd;
-
-	strcpy(dir, "/tmp/json_fuzz.XXXXXX");
-	if (!mkdtemp(dir))
-		abort();
-	snprintf(keyfile, sizeof(keyfile), "%s/fuzz.key", dir);
-	fd = open(keyfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || write(fd, key, sizeof(key)) != (ssize_t)sizeof(key))
-		abort();
-	close(fd);
-	conf = ap_conf_parse(CONF, sizeof(CONF) - 1, dir, err);
-	if (!conf) {
-		fprintf(stderr, "json_fuzz: %s\n", err);
-		abort();
-	}
-	if (ap_scrub_init(&sc, &conf->keys.keys[conf->keys.active]) != AP_OK)
-		abort();
+	conf = fuzz_conf("json", CONF, &sc);
 	atexit(cleanup);
 }
 

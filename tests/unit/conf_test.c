@@ -637,11 +637,14 @@ Test(conf, codec_chains)
 	struct ap_conf *c;
 
 	refused(RS("'fields': [{'keys': ['x'], 'codec': ['json', 'base64']}]"),
-	        "rulesets.r.fields[0].codec[0]: json, ndjson and form can only come last");
+	        "rulesets.r.fields[0].codec[0]: json, ndjson, form, pairs and protobuf can only "
+	        "come last");
 	refused(RS("'fields': [{'keys': ['x'], 'codec': ['base64', 'gzip']}]"),
-	        "rulesets.r.fields[0].codec[1]: the last codec must be json, ndjson or form");
+	        "rulesets.r.fields[0].codec[1]: the last codec must be json, ndjson, form, pairs "
+	        "or protobuf");
 	refused(RS("'fields': [{'keys': ['x'], 'codec': ['json', 'json']}]"),
-	        "rulesets.r.fields[0].codec[0]: json, ndjson and form can only come last");
+	        "rulesets.r.fields[0].codec[0]: json, ndjson, form, pairs and protobuf can only "
+	        "come last");
 	refused(RS("'fields': [{'keys': ['x'], 'codec': []}]"),
 	        "rulesets.r.fields[0].codec: must be a list of 1 to 6 codecs");
 	refused(RS("'fields': [{'keys': ['x'], 'codec': ['base64', 'base64', 'base64', 'gzip',"
@@ -1215,6 +1218,7 @@ Test(conf, default_configuration_loads)
 	struct ap_conf *c;
 	const struct ap_ruleset *rs, *minor;
 	const struct ap_field *f;
+	size_t last;
 	FILE *in = fopen("conf/anonproxy.json", "rb");
 
 	cr_assert_not_null(in, "conf/anonproxy.json not found: run from the repository root");
@@ -1223,6 +1227,15 @@ Test(conf, default_configuration_loads)
 	cr_assert(n > 0 && n < sizeof(buf));
 	put("anonproxy.json", buf, n, 0644);
 	put("dev.key", SECRET, 32, 0600);
+	/* and the SDK profiles it includes */
+	in = fopen("conf/profiles/sdk.json", "rb");
+	cr_assert_not_null(in);
+	n = fread(buf, 1, sizeof(buf), in);
+	fclose(in);
+	cr_assert(n > 0 && n < sizeof(buf));
+	snprintf(path, sizeof(path), "%s/profiles", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	put("profiles/sdk.json", buf, n, 0644);
 	snprintf(path, sizeof(path), "%s/anonproxy.json", dir);
 	c = ap_conf_load(path, err);
 	cr_assert_not_null(c, "%s", err);
@@ -1230,11 +1243,22 @@ Test(conf, default_configuration_loads)
 	cr_expect_str_eq(c->listen[0], "127.0.0.1:8080");
 	cr_expect_eq(c->keys.nkeys, 1);
 	cr_expect_str_eq(c->keys.keys[c->keys.active].id, "dev");
-	cr_assert_eq(c->nroutes, 1);
-	cr_expect(c->routes[0].upstream->sink && c->routes[0].upstream->sink_log);
-	cr_expect_eq(c->routes[0].unknown, AP_UNKNOWN_REJECT);
-	cr_expect_eq(c->routes[0].scope, AP_SCOPE_ANALYTICS);
-	cr_expect_eq(route_of(c, "anything.example:8080", "/any/path"), 0);
+	cr_assert_geq(c->nroutes, 1);
+	last = c->nroutes - 1; /* the catch-all, after the SDK routes */
+	cr_expect(c->routes[last].upstream->sink && c->routes[last].upstream->sink_log);
+	cr_expect_eq(c->routes[last].unknown, AP_UNKNOWN_REJECT);
+	cr_expect_eq(c->routes[last].scope, AP_SCOPE_ANALYTICS);
+	cr_expect_null(c->routes[last].profile);
+	cr_expect_eq(route_of(c, "anything.example:8080", "/any/path"), (int)last);
+	cr_expect_eq(route_of(c, "", "/v1/track"), (int)last);
+	for (size_t i = 0; i < last; i++) {
+		const struct ap_route *r = &c->routes[i];
+		cr_expect_not_null(r->profile, "routes[%zu]", i);
+		cr_expect(r->upstream->sink);
+		cr_expect_neq(r->ruleset, ap_conf_ruleset(c, "analytics"), "a profile's own");
+		cr_expect_eq(r->ruleset->strict && r->ruleset->strict->strict == NULL, true,
+		             "routes[%zu]: the strict variant has the profile too", i);
+	}
 	rs = ap_conf_ruleset(c, "analytics");
 	minor = ap_conf_ruleset(c, "analytics_minor");
 	cr_assert(rs && minor);
@@ -1343,4 +1367,244 @@ Test(conf, codec_entry_on_a_number_still_scanned)
 	ap_buf_free(&out);
 	ap_scrub_free(&sc);
 	ap_conf_free(c);
+}
+
+/* ---- SDK profiles (docs/sdk-profiles.md) ---- */
+
+/* A whole configuration: profile "p" made of <p> (its members), ruleset "r" of <rs>, and
+ * the routes <routes>. */
+#define PROFILED(rs, p, routes)                                                                    \
+	"{" KEYS ", 'rulesets': {'r': {" rs "}, 'minor': {'classes': {'imei': 'drop'}}},"          \
+	" 'profiles': {'p': {" p "}}, 'routes': [" routes "]}"
+#define PROUTE "{'upstream': 'sink', 'ruleset': 'r', 'profile': 'p'}"
+
+Test(conf, profile_combines_with_the_route_ruleset)
+{
+	struct ap_conf *c = ok(PROFILED(
+	        "'classes': {'imei': {'action': 'hash', 'length': 16}},"
+	        " 'fields': [{'class': 'imei', 'keys': ['imei', 'x']}, {'class': 'mac', 'keys': "
+	        "['mac'], 'action': 'drop'}], 'headers': [{'name': 'X-A', 'class': 'other', "
+	        "'action': 'drop'}], 'strict': 'minor'",
+	        "'fields': [{'class': 'imei', 'keys': ['x', 'imei_slot1']},"
+	        " {'keys': ['src'], 'codec': ['pairs']}],"
+	        " 'headers': [{'name': 'x-a', 'class': 'other', 'action': 'keep'}]",
+	        PROUTE ", {'path': '/b', 'upstream': 'sink', 'ruleset': 'minor', 'profile': 'p',"
+	               " 'opaque': 'pass'}, " PROUTE));
+	const struct ap_ruleset *base = ap_conf_ruleset(c, "r"), *rs = c->routes[0].ruleset;
+	const struct ap_field *f;
+
+	cr_assert_neq(rs, base);
+	cr_expect_str_eq(rs->name, "r+p");
+	cr_expect_str_eq(c->routes[0].profile, "p");
+	cr_expect_eq(c->routes[2].ruleset, rs,
+	             "one compiled ruleset per (ruleset, profile, policy)");
+	cr_expect_not(rs->opaque_pass);
+	/* the profile's own keys, the ruleset's class actions */
+	f = ap_rules_key(rs, "imei_slot1", 10);
+	cr_assert_not_null(f);
+	cr_expect(f->act.act == AP_ACT_HASH && f->act.length == 16);
+	cr_expect_not_null(ap_rules_key(rs, "imei", 4), "the ruleset's keys stay");
+	cr_expect_eq(ap_rules_key(rs, "mac", 3)->act.act, AP_ACT_DROP);
+	cr_expect_eq(ap_rules_key(rs, "src", 3)->codec[0], AP_CODEC_PAIRS);
+	cr_expect_eq(ap_rules_key(rs, "SRC", 3)->sep_len, 2);
+	cr_expect_null(ap_rules_key(base, "imei_slot1", 10), "the base ruleset is untouched");
+	/* a header both name is the profile's */
+	cr_expect_eq(ap_rules_header(rs, "X-A", 3)->act.act, AP_ACT_KEEP);
+	/* the strict variant is combined with the profile as well */
+	cr_assert_not_null(rs->strict);
+	cr_expect_str_eq(rs->strict->name, "minor+p");
+	cr_expect_eq(ap_rules_key(rs->strict, "imei_slot1", 10)->act.act, AP_ACT_DROP);
+	/* another ruleset, another policy */
+	cr_expect_str_eq(c->routes[1].ruleset->name, "minor+p");
+	cr_expect(c->routes[1].ruleset->opaque_pass);
+	cr_expect_eq(ap_rules_key(c->routes[1].ruleset, "imei_slot1", 10)->act.act, AP_ACT_DROP);
+	ap_conf_free(c);
+}
+
+Test(conf, profile_default_ruleset)
+{
+	struct ap_conf *c =
+	        ok(PROFILED("", "'ruleset': 'minor'", "{'upstream': 'sink', 'profile': 'p'}"));
+
+	cr_expect_str_eq(c->routes[0].ruleset->name, "minor+p");
+	ap_conf_free(c);
+	refused(PROFILED("", "", "{'upstream': 'sink', 'profile': 'p'}"),
+	        "routes[0].ruleset: required");
+	refused(PROFILED("", "'ruleset': 'nope'", PROUTE),
+	        "profiles.p.ruleset: no ruleset named \"nope\"");
+}
+
+Test(conf, profile_errors_name_the_key_path)
+{
+	refused(PROFILED("", "'feilds': []", PROUTE), "profiles.p.feilds: unknown key");
+	refused(PROFILED("", "'fields': [{'class': 'imei', 'keys': ['a'], 'action': 'hsah'}]",
+	                 PROUTE),
+	        "profiles.p.fields[0].action: unknown action \"hsah\"");
+	refused(PROFILED("", "'fields': [{'class': 'imei', 'keys': ['a', 'A']}]", PROUTE),
+	        "profiles.p.fields[0].keys[1]: key listed twice in this ruleset");
+	refused(PROFILED("", "'signers': [{'field': 'crc', 'algorithm': 'crc32', 'over': 'd'}]",
+	                 PROUTE),
+	        "profiles.p.signers[0].algorithm: unknown algorithm \"crc32\" (java_hashcode, "
+	        "md5_hex)");
+	refused(PROFILED("", "'signers': [{'field': 'crc', 'algorithm': 'md5_hex'}]", PROUTE),
+	        "profiles.p.signers[0].over: required");
+	refused(PROFILED("",
+	                 "'signers': [{'field': 'c', 'algorithm': 'md5_hex', 'over': ['a', 'c']}]",
+	                 PROUTE),
+	        "profiles.p.signers[0].over: a signature cannot cover itself");
+	refused(PROFILED("", "'opaque': [{'name': 'x'}]", PROUTE),
+	        "profiles.p.opaque[0]: needs a condition");
+	refused(PROFILED("", "'opaque': [{'name': 'x y', 'content_type': 'a/b'}]", PROUTE),
+	        "profiles.p.opaque[0].name: a rule name is made of [A-Za-z0-9_.-]");
+	refused(PROFILED("", "'opaque': [{'name': 'x', 'content_type': 'a/b*'}]", PROUTE),
+	        "profiles.p.opaque[0].content_type[0]: '*' stands for a whole subtype");
+	refused(PROFILED("", "'opaque': [{'name': 'x', 'content_type': 'nope'}]", PROUTE),
+	        "profiles.p.opaque[0].content_type[0]: a media type is");
+	refused(PROFILED("", "'opaque': [{'name': 'x', 'field': {'name': 'gzip', 'value': '9'}}]",
+	                 PROUTE),
+	        "profiles.p.opaque[0].field.value: unknown key");
+	refused(PROFILED("", "'bodies': [{'content_type': 'a/b'}]", PROUTE),
+	        "profiles.p.bodies[0].codec: required");
+	refused(PROFILED("", "'bodies': [{'content_type': 'a/b', 'codec': ['base64']}]", PROUTE),
+	        "profiles.p.bodies[0].codec[0]: the last codec must be");
+	/* an unused profile is checked all the same */
+	refused(PROFILED("", "'fields': [{'keys': ['a']}]", "{'upstream': 'sink', 'ruleset': 'r'}"),
+	        "profiles.p.fields[0].class: required (or a codec)");
+	/* routes */
+	refused(PROFILED("", "", "{'upstream': 'sink', 'ruleset': 'r', 'profile': 'q'}"),
+	        "routes[0].profile: no profile named \"q\"");
+	refused(PROFILED("", "", "{'upstream': 'sink', 'ruleset': 'r', 'opaque': 'pass'}"),
+	        "routes[0].opaque: applies to a route with a profile");
+	refused(PROFILED("", "",
+	                 "{'upstream': 'sink', 'ruleset': 'r', 'profile': 'p', "
+	                 "'opaque': 'allow'}"),
+	        "routes[0].opaque: must be pass or refuse");
+	refused(ROOT("'profiles': []"), "profiles: must map profile names to profiles");
+	refused(ROOT("'profiles': {'a+b': {}}"), "profiles.a+b: a profile name is 1-63 bytes");
+}
+
+Test(conf, codec_steps_with_parameters)
+{
+	struct ap_conf *c = ok(RS(
+	        "'fields': [{'keys': ['a'], 'codec': [{'name': 'base64', 'optional': true}, "
+	        "{'name': 'gzip', 'optional': true}, 'urlencoded', {'name': 'pairs', 'separator': "
+	        "';', 'assign': ':'}]}, {'keys': ['b'], 'codec': ['pairs']}]"));
+	const struct ap_field *f = ap_rules_key(ap_conf_ruleset(c, "r"), "a", 1);
+
+	cr_assert_not_null(f);
+	cr_expect_eq(f->ncodec, 4);
+	cr_expect_eq(f->optional, 3);
+	cr_expect_eq(f->codec[2], AP_CODEC_URLENCODED);
+	cr_expect(f->sep_len == 1 && f->sep[0] == ';' && f->eq_len == 1 && f->eq[0] == ':');
+	f = ap_rules_key(ap_conf_ruleset(c, "r"), "b", 1);
+	cr_expect(f->sep_len == 2 && memcmp(f->sep, "##", 2) == 0 && f->eq[0] == '=');
+	ap_conf_free(c);
+	refused(RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'deflate', 'optional': true},"
+	           " 'json']}]"),
+	        "rulesets.r.fields[0].codec[0].optional: only base64 and gzip steps can be "
+	        "optional");
+	refused(RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'json', 'separator': ';'}]}]"),
+	        "rulesets.r.fields[0].codec[0].separator: applies to the pairs codec only");
+	refused(RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'pairs', 'separator': '=='}]}]"),
+	        "rulesets.r.fields[0].codec[0]: a pairs separator is 1-8 bytes");
+	refused(RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'pairs', 'separ': '#'}]}]"),
+	        "rulesets.r.fields[0].codec[0].separ: unknown key");
+	refused(RS("'fields': [{'keys': ['a'], 'codec': ['protobuf']}]"),
+	        "rulesets.r.fields[0].codec[0]: protobuf needs its schema");
+	refused(RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'pairs'}, 'json']}]"),
+	        "rulesets.r.fields[0].codec[0]: json, ndjson, form, pairs and protobuf can only");
+}
+
+#define PB(fields)                                                                                 \
+	RS("'fields': [{'keys': ['a'], 'codec': [{'name': 'protobuf', 'fields': [" fields "]}]}]")
+
+Test(conf, protobuf_schemas)
+{
+	struct ap_conf *c = ok(PB("{'path': '1.19', 'class': 'gaid', 'action': 'hash'},"
+	                          " {'path': '1.2.1.2', 'type': 'string'},"
+	                          " {'path': '1.2', 'type': 'message'},"
+	                          " {'path': '3', 'type': 'varint', 'class': 'device_id', "
+	                          "'action': 'hash', 'format': 'hex'},"
+	                          " {'path': '4', 'type': 'fixed32', 'class': 'other', 'action': "
+	                          "'drop'}, {'path': '1.5', 'codec': ['json']}"));
+	const struct ap_ruleset *rs = ap_conf_ruleset(c, "r");
+	const struct ap_field *f = ap_rules_key(rs, "a", 1);
+	const struct ap_pb_node *root, *one, *n;
+
+	cr_assert_not_null(f);
+	root = &rs->pb[f->pb_root];
+	cr_expect_eq(root->nchild, 3);
+	one = ap_rules_pb_child(rs, root, 1);
+	cr_assert_not_null(one);
+	cr_expect(one->type == AP_PB_MESSAGE && one->field == AP_FIELD_NONE);
+	cr_expect_eq(one->nchild, 3);
+	n = ap_rules_pb_child(rs, one, 19);
+	cr_assert_not_null(n);
+	cr_expect(n->type == AP_PB_STRING && rs->fields[n->field].act.act == AP_ACT_HASH);
+	n = ap_rules_pb_child(rs, ap_rules_pb_child(rs, ap_rules_pb_child(rs, one, 2), 1), 2);
+	cr_assert_not_null(n);
+	cr_expect(n->type == AP_PB_STRING && n->field == AP_FIELD_NONE);
+	n = ap_rules_pb_child(rs, root, 3);
+	cr_assert_not_null(n);
+	cr_expect_eq(rs->fields[n->field].act.fmt, AP_HASH_PRESERVE, "a varint stays a number");
+	cr_expect_eq(rs->fields[ap_rules_pb_child(rs, one, 5)->field].codec[0], AP_CODEC_JSON);
+	ap_conf_free(c);
+
+	refused(PB("{'path': '1.x'}"), "codec[0].fields[0].path: a protobuf path is field numbers");
+	refused(PB("{'path': '0'}"),
+	        "fields[0].path: a protobuf field number is from 1 to 536870911");
+	refused(PB("{'path': '536870912'}"), "a protobuf field number is from 1 to 536870911");
+	refused(PB("{'path': '1.'}"), "a protobuf path is field numbers joined by '.'");
+	refused(PB("{'path': '1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1'}"), "at most 16 steps");
+	refused(PB("{'path': '1', 'type': 'int'}"), "fields[0].type: unknown type \"int\"");
+	refused(PB("{'path': '1', 'type': 'bytes'}"), "a bytes field needs a class and action");
+	refused(PB("{'path': '1', 'type': 'varint', 'class': 'imei', 'action': 'mask'}"),
+	        "a varint field can be dropped or kept or hashed, not mask");
+	refused(PB("{'path': '1', 'type': 'fixed64', 'class': 'imei', 'action': 'hash'}"),
+	        "a fixed64 field can be dropped or kept, not hash");
+	refused(PB("{'path': '1', 'type': 'varint', 'codec': ['json']}"),
+	        "a codec opens a string or bytes field only");
+	refused(PB("{'path': '1.2', 'class': 'imei', 'action': 'drop'}, {'path': '1.2', 'type': "
+	           "'string'}"),
+	        "fields[1]: path listed twice");
+	refused(PB("{'path': '1', 'class': 'imei', 'action': 'drop'}, {'path': '1.2', 'type': "
+	           "'string'}"),
+	        "fields[0]: a path that other paths go through is a message opened for them");
+	refused(PB(""), "codec[0].fields: must be a list of 1 to 256");
+	refused(PB("{'path': '1', 'colour': 'red'}"), "fields[0].colour: unknown key");
+}
+
+#define INCL(files)                                                                                \
+	"{" KEYS ", 'rulesets': {'r': {}}, 'include_profiles': [" files "],"                       \
+	" 'routes': [{'upstream': 'sink', 'ruleset': 'r', 'profile': 'q'}]}"
+
+Test(conf, include_profiles)
+{
+	static const char prof[] = "{\"q\": {\"fields\": [{\"class\": \"imei\", \"keys\": "
+	                           "[\"q_imei\"], \"action\": \"drop\"}]}}";
+	static const char bad[] = "{\"q\": {\"fields\": [{\"class\": \"imei\", \"keys\": "
+	                          "[\"x\"], \"action\": \"hsah\"}]}}";
+	struct ap_conf *c;
+
+	put("prof.json", prof, sizeof(prof) - 1, 0644);
+	c = ok(INCL("'prof.json'"));
+	cr_expect_eq(ap_rules_key(c->routes[0].ruleset, "q_imei", 6)->act.act, AP_ACT_DROP);
+	cr_expect_str_eq(c->routes[0].profile, "q");
+	ap_conf_free(c);
+	put("bad.json", bad, sizeof(bad) - 1, 0644);
+	refused(INCL("'bad.json'"),
+	        "include_profiles[0] (bad.json): q.fields[0].action: unknown action \"hsah\"");
+	refused(INCL("'missing.json'"), "include_profiles[0]: missing.json: unable to open");
+	put("notjson.json", "{\"q\": ", 6, 0644);
+	refused(INCL("'notjson.json'"), "include_profiles[0]: notjson.json: line 1 column");
+	put("arr.json", "[]", 2, 0644);
+	refused(INCL("'arr.json'"),
+	        "include_profiles[0]: arr.json: must map profile names to profiles");
+	refused(INCL("'prof.json', 'prof.json'"),
+	        "include_profiles[1] (prof.json): q: profile \"q\" is defined twice");
+	refused(INCL("''"), "include_profiles[0]: must be a file name");
+	refused(ROOT("'include_profiles': 'prof.json'"),
+	        "include_profiles: must be a list of at most 64 file names");
+	/* the key's bytes never show, whatever file is given */
+	refused(INCL("'k.key'"), "include_profiles[0]: k.key: ");
 }

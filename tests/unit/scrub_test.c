@@ -740,6 +740,7 @@ Test(scrub, findings_paths_and_masks)
 	}
 	free(doc);
 	free(b);
+	free(z);
 
 	/* Query strings and headers. */
 	nseen = 0;
