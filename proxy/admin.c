@@ -5,15 +5,18 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
 #include "log.h"
+#include "optout.h"
 
 #define TOKEN_MAX 256
 
@@ -106,6 +109,159 @@ static void text(struct evhttp_request *req, int code, const char *reason, const
 	reply(req, code, reason, "text/plain; charset=utf-8", msg, strlen(msg));
 }
 
+/* ---- opt-outs ---- */
+
+/* The user id of "/optout/<id>", percent-decoded into buf; 0 when there is none. The id
+ * is an account id, not something to log: no answer or log line repeats it. */
+static size_t path_user(const char *path, char *buf, size_t cap)
+{
+	char *d;
+	size_t n;
+
+	if (strncmp(path, "/optout/", 8) != 0 || !path[8])
+		return 0;
+	if (!(d = evhttp_uridecode(path + 8, 0, &n)))
+		return 0;
+	if (n >= cap) {
+		free(d);
+		return 0;
+	}
+	memcpy(buf, d, n);
+	free(d);
+	return n;
+}
+
+static void json_reply(struct evhttp_request *req, int code, const char *reason, json_t *j)
+{
+	char *t = json_dumps(j, JSON_COMPACT);
+
+	if (t) {
+		char *nl;
+		if (asprintf(&nl, "%s\n", t) >= 0) {
+			reply(req, code, reason, "application/json", nl, strlen(nl));
+			free(nl);
+		} else
+			evhttp_send_error(req, 500, NULL);
+		free(t);
+	} else
+		evhttp_send_error(req, 500, NULL);
+	json_decref(j);
+}
+
+static json_t *scopes_json(unsigned scopes)
+{
+	static const char *const names[6] = {"analytics", "personalization", "push",
+	                                     "location",  "minor",           "all"};
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < 6; i++)
+		if (scopes >> i & 1)
+			json_array_append_new(a, json_string(names[i]));
+	return a;
+}
+
+static struct ap_optout *writer(struct ap_admin *a, char *err)
+{
+	const struct ap_conf *c = a->m->conf;
+	struct ap_optout_opts o = {c->optout_shm, c->optout_dir, c->optout_capacity, true};
+
+	return ap_optout_open(&o, err);
+}
+
+static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const char *path,
+                          enum evhttp_cmd_type cmd)
+{
+	char user[1024], err[AP_OPTOUT_ERR_MAX];
+	size_t n = path_user(path, user, sizeof(user));
+	struct ap_optout *t;
+	unsigned scopes = 0;
+	int64_t now = (int64_t)time(NULL);
+
+	if (!a->m->conf->optout_shm) {
+		text(req, 404, "Not Found", "no opt-out table is configured (\"optout\")\n");
+		return;
+	}
+	if (cmd == EVHTTP_REQ_GET && n) {
+		struct ap_optout_key k;
+		int64_t when = 0;
+		json_t *j;
+		if (!(t = ap_optout_open_reader(a->m->conf->optout_shm, err))) {
+			text(req, 503, "Unavailable", "the opt-out table cannot be read\n");
+			return;
+		}
+		k = ap_optout_key(t, user, n);
+		scopes = ap_optout_lookup_key(t, k, &when);
+		ap_optout_close(t);
+		j = json_pack("{s:o}", "scopes", scopes_json(scopes));
+		if (scopes)
+			json_object_set_new(j, "time", json_integer(when));
+		json_reply(req, scopes ? 200 : 404, scopes ? "OK" : "Not Found", j);
+		return;
+	}
+	if (cmd == EVHTTP_REQ_DELETE && n) {
+		int rc;
+		if (!(t = writer(a, err))) {
+			text(req, 503, "Unavailable", "the opt-out table is busy or unavailable\n");
+			return;
+		}
+		rc = ap_optout_remove(t, user, n, now, err);
+		ap_optout_close(t);
+		if (rc < 0)
+			text(req, 500, "Internal Server Error",
+			     "the opt-out could not be removed\n");
+		else
+			text(req, rc ? 200 : 404, rc ? "OK" : "Not Found",
+			     rc ? "removed\n" : "no opt-out for that user\n");
+		return;
+	}
+	if (cmd == EVHTTP_REQ_POST && strcmp(path, "/optout") == 0) {
+		struct evbuffer *b = evhttp_request_get_input_buffer(req);
+		size_t bl = evbuffer_get_length(b), i;
+		json_error_t je;
+		json_t *body = json_loadb((const char *)evbuffer_pullup(b, -1), bl, 0, &je), *v;
+		const char *u = body ? json_string_value(json_object_get(body, "user")) : NULL;
+		json_t *sc = body ? json_object_get(body, "scopes") : NULL;
+		int rc;
+		if (!u || !*u || !json_is_array(sc) || json_array_size(sc) == 0 ||
+		    json_object_size(body) != 2) {
+			json_decref(body);
+			text(req, 400, "Bad Request",
+			     "expected {\"user\": \"...\", \"scopes\": [\"analytics\", ...]}\n");
+			return;
+		}
+		json_array_foreach(sc, i, v)
+		{
+			unsigned bit = json_is_string(v) ? ap_scope_parse(json_string_value(v)) : 0;
+			if (!bit) {
+				json_decref(body);
+				text(req, 400, "Bad Request",
+				     "scopes: analytics, personalization, push, location, minor, "
+				     "all\n");
+				return;
+			}
+			scopes |= bit;
+		}
+		if (!(t = writer(a, err))) {
+			json_decref(body);
+			text(req, 503, "Unavailable", "the opt-out table is busy or unavailable\n");
+			return;
+		}
+		rc = ap_optout_set(t, u, strlen(u), scopes, now, err);
+		ap_optout_close(t);
+		json_decref(body);
+		if (rc != AP_OK)
+			text(req, 500, "Internal Server Error",
+			     "the opt-out could not be recorded\n");
+		else
+			json_reply(req, 200, "OK",
+			           json_pack("{s:o,s:I}", "scopes", scopes_json(scopes), "time",
+			                     (json_int_t)now));
+		return;
+	}
+	text(req, 405, "Method Not Allowed",
+	     "POST /optout, GET /optout/<user>, DELETE /optout/<user>\n");
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
 	struct ap_admin *a = arg;
@@ -149,6 +305,10 @@ static void handle(struct evhttp_request *req, void *arg)
 		      a->out.len);
 		return;
 	}
+	if (strcmp(path, "/optout") == 0 || strncmp(path, "/optout/", 8) == 0) {
+		handle_optout(a, req, path, cmd);
+		return;
+	}
 	if (strcmp(path, "/reload") == 0 && cmd == EVHTTP_REQ_POST) {
 		if (ap_master_reload(a->m, err) == AP_OK)
 			text(req, 200, "OK", "reloaded\n");
@@ -158,7 +318,8 @@ static void handle(struct evhttp_request *req, void *arg)
 		}
 		return;
 	}
-	text(req, 404, "Not Found", "GET /healthz, GET /metrics, POST /reload\n");
+	text(req, 404, "Not Found",
+	     "GET /healthz, GET /metrics, POST /reload, POST /optout, GET|DELETE /optout/<user>\n");
 }
 
 struct ap_admin *ap_admin_start(struct ap_master *m, char *err)

@@ -1,5 +1,6 @@
 /* The admin listener, in the master process (evhttp): GET /healthz, GET /metrics,
- * POST /reload; the per-user opt-out endpoints join it later. Every endpoint but /healthz
+ * POST /reload, and the opt-out endpoints POST /optout, GET and DELETE /optout/<user>.
+ * Every endpoint but /healthz
  * wants "Authorization: Bearer <token>", the token read from a file that others may not
  * read. Loopback by default; nothing it answers carries an identifier. */
 #ifndef AP_ADMIN_H

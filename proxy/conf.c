@@ -978,10 +978,116 @@ static void finish_classes(struct ap_ruleset *rs)
 	}
 }
 
+/* "user": {"paths": [...], "headers": [...], "query": [...], "form": [...]} and
+ * "events": [...]: where a ruleset finds the user an opt-out is looked up for, and the
+ * objects that are one event each. */
+static int parse_names(struct cctx *x, json_t *o, const char *key, char (*out)[AP_KEY_NAME_MAX],
+                       uint8_t *n)
+{
+	json_t *a = json_object_get(o, key), *v;
+	size_t i, old;
+
+	if (!a)
+		return AP_OK;
+	old = push(x, key);
+	if (!json_is_array(a) || json_array_size(a) > AP_USER_NAMES_MAX)
+		return fail(x, "must be a list of at most %d names", AP_USER_NAMES_MAX);
+	json_array_foreach(a, i, v)
+	{
+		const char *s = json_string_value(v);
+		push_idx(x, i);
+		if (!s || !*s || strlen(s) >= AP_KEY_NAME_MAX)
+			return fail(x, "must be a name of 1 to %d bytes", AP_KEY_NAME_MAX - 1);
+		for (size_t k = 0; s[k]; k++) /* names compare case-insensitively */
+			out[*n][k] = (char)(s[k] >= 'A' && s[k] <= 'Z' ? s[k] | 0x20 : s[k]);
+		out[*n][strlen(s)] = 0;
+		(*n)++;
+		pop(x, old);
+		push(x, key);
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+static int parse_path_list(struct cctx *x, json_t *a, const char *key, struct ap_path *out,
+                           uint8_t *n, size_t max, bool *root)
+{
+	json_t *v;
+	size_t i, old = push(x, key);
+
+	if (!json_is_array(a) || json_array_size(a) > max)
+		return fail(x, "must be a list of at most %zu paths", max);
+	json_array_foreach(a, i, v)
+	{
+		const char *s = json_string_value(v), *why;
+		size_t o2 = push_idx(x, i);
+		if (!s)
+			return fail(x, "must be a path such as \"$.user_id\"");
+		if (root && strcmp(s, "$") == 0) {
+			*root = true;
+		} else {
+			if (ap_rules_path_compile(&out[*n], s, &why) != AP_OK)
+				return fail(x, "%s", why);
+			(*n)++;
+		}
+		pop(x, o2);
+	}
+	pop(x, old);
+	return AP_OK;
+}
+
+static int parse_user(struct cctx *x, json_t *user, json_t *events, struct ap_ruleset *rs)
+{
+	static const char *const allowed[] = {"paths", "headers", "query", "form", NULL};
+	struct ap_user_rules *u;
+
+	if (!user) {
+		if (events) {
+			push(x, "events");
+			return fail(x, "events without \"user\": where is the user of an event?");
+		}
+		return AP_OK;
+	}
+	if (!(u = rs->user = calloc(1, sizeof(*u))))
+		return fail(x, "out of memory");
+	{
+		size_t old = push(x, "user");
+		json_t *paths = json_object_get(user, "paths");
+		if (need_object(x, user) != AP_OK || only_keys(x, user, allowed) != AP_OK)
+			return AP_ERR;
+		if (paths && parse_path_list(x, paths, "paths", u->paths, &u->npaths,
+		                             AP_USER_PATHS_MAX, NULL) != AP_OK)
+			return AP_ERR;
+		if (parse_names(x, user, "headers", u->headers, &u->nheaders) != AP_OK ||
+		    parse_names(x, user, "query", u->query, &u->nquery) != AP_OK ||
+		    parse_names(x, user, "form", u->form, &u->nform) != AP_OK)
+			return AP_ERR;
+		if (!u->npaths && !u->nheaders && !u->nquery && !u->nform)
+			return fail(
+			        x, "names no place to find the user (paths, headers, query, form)");
+		pop(x, old);
+	}
+	if (events) {
+		if (parse_path_list(x, events, "events", u->events, &u->nevents, AP_EVENT_PATHS_MAX,
+		                    &u->root_event) != AP_OK)
+			return AP_ERR;
+	} else {
+		/* A batch is an array of events at the root or under "batch", "events" or
+		 * "data"; otherwise the document is one event. */
+		static const char *const dflt[] = {"$[*]", "$.batch[*]", "$.events[*]",
+		                                   "$.data[*]"};
+		const char *why;
+		for (size_t i = 0; i < AP_ARRAY_LEN(dflt); i++)
+			ap_rules_path_compile(&u->events[u->nevents++], dflt[i], &why);
+		u->root_event = true;
+	}
+	return AP_OK;
+}
+
 static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_ruleset *rs)
 {
-	static const char *const allowed[] = {"detect", "classes", "fields",    "headers",
-	                                      "query",  "strict",  "scan_keys", NULL};
+	static const char *const allowed[] = {"detect", "classes", "fields", "headers",   "query",
+	                                      "strict", "user",    "events", "scan_keys", NULL};
 	json_t *detect = json_object_get(o, "detect"), *classes = json_object_get(o, "classes");
 	json_t *fields = json_object_get(o, "fields"), *headers = json_object_get(o, "headers");
 	size_t nkeys = 0, npaths = 0, nh;
@@ -994,6 +1100,8 @@ static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_
 		return AP_ERR;
 	rs->query = query;
 	rs->scrub_keys = scan_keys;
+	if (parse_user(x, json_object_get(o, "user"), json_object_get(o, "events"), rs) != AP_OK)
+		return AP_ERR;
 	if (detect && parse_detect(x, detect, rs) != AP_OK)
 		return AP_ERR;
 	if (classes && parse_classes(x, classes, rs) != AP_OK)
@@ -1326,6 +1434,11 @@ static int compile_profile(struct cctx *x, const struct ap_ruleset *base,
 	rs->scrub_keys = base->scrub_keys;
 	rs->detect = base->detect;
 	rs->strict = NULL;
+	if (base->user) {
+		if (!(rs->user = malloc(sizeof(*rs->user))))
+			return fail(x, "out of memory");
+		memcpy(rs->user, base->user, sizeof(*rs->user));
+	}
 	memcpy(rs->class_act, base->class_act, sizeof(rs->class_act));
 	memcpy(rs->class_num, base->class_num, sizeof(rs->class_num));
 	if ((v = json_object_get(o, "detect")) && parse_detect(x, v, rs) != AP_OK)
@@ -1884,7 +1997,7 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 	static const char *const allowed[] = {
 	        "listen",    "workers",    "admin",  "keys",     "limits",
 	        "upstreams", "rulesets",   "routes", "profiles", "include_profiles",
-	        "tls",       "access_log", NULL};
+	        "tls",       "access_log", "optout", NULL};
 	struct profiles pr = {0};
 	int rc;
 	json_t *rulesets, *upstreams, *v, *admin;
@@ -1932,6 +2045,24 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 				        "%s: must be a regular file others cannot read (chmod 600)",
 				        c->tls_key);
 		}
+		pop(x, old);
+	}
+
+	if ((v = json_object_get(root, "optout"))) {
+		static const char *const ok[] = {"shm", "dir", "capacity", NULL};
+		const char *shm, *dir;
+		size_t old = push(x, "optout");
+		if (need_object(x, v) != AP_OK || only_keys(x, v, ok) != AP_OK ||
+		    get_string(x, v, "shm", false, &shm) != AP_OK ||
+		    get_string(x, v, "dir", true, &dir) != AP_OK ||
+		    get_uint(x, v, "capacity", 0, 150000000, &c->optout_capacity) != AP_OK)
+			return AP_ERR;
+		if (shm && (shm[0] != '/' || strchr(shm + 1, '/') || strlen(shm) > 200)) {
+			push(x, "shm");
+			return fail(x, "a shared-memory name is \"/name\" with no other '/'");
+		}
+		c->optout_shm = dupstr(shm ? shm : "/anonproxy-optout");
+		c->optout_dir = resolve(x, dir);
 		pop(x, old);
 	}
 
@@ -2004,6 +2135,14 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 	if (rc == AP_OK)
 		rc = parse_routes(x, json_object_get(root, "routes"), c, &pr);
 	profiles_free(&pr);
+	/* Rulesets with user rules get their per-user variants, now that strict variants and
+	 * profile combinations are known. */
+	for (size_t k = 0; rc == AP_OK && k < c->nrulesets; k++)
+		if (ap_ruleset_variants(&c->rulesets[k]) != AP_OK)
+			rc = fail(x, "out of memory");
+	for (size_t k = 0; rc == AP_OK && k < c->nextra; k++)
+		if (ap_ruleset_variants(c->extra[k]) != AP_OK)
+			rc = fail(x, "out of memory");
 	return rc;
 }
 
@@ -2136,6 +2275,8 @@ void ap_conf_free(struct ap_conf *c)
 	free(c->tls_listen);
 	free(c->tls_cert);
 	free(c->tls_key);
+	free(c->optout_shm);
+	free(c->optout_dir);
 	free(c->admin_listen);
 	free(c->admin_token_file);
 	free(c->access_log);

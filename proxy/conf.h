@@ -72,7 +72,10 @@ struct ap_conf {
 	size_t workers;           /* 0: one per core */
 	char *admin_listen;       /* NULL: no admin listener */
 	char *admin_token_file;
-	char *access_log; /* NULL: stderr; "off" disables */
+	char *access_log;       /* NULL: stderr; "off" disables */
+	char *optout_shm;       /* the opt-out table ("optout": {shm, dir, capacity}); NULL: none */
+	char *optout_dir;       /* its journal, snapshot and lock */
+	size_t optout_capacity; /* 0: the table's own, or the default */
 };
 
 /* Loads and validates <path>. Returns the configuration, or NULL with err[AP_CONF_ERR_MAX]

@@ -20,6 +20,7 @@
 #include "http1.h"
 #include "io.h"
 #include "log.h"
+#include "optout.h"
 #include "upstream.h"
 
 #define RELAY_HIGH (256u << 10) /* client output above this: stop reading the upstream */
@@ -596,6 +597,52 @@ static enum ap_refusal refusal_of(int status)
 	}
 }
 
+/* Adds what the scrubber found in this request to the worker's metrics. */
+static void count_scrub(struct ap_conn *c)
+{
+	struct ap_worker *w = c->w;
+	const struct ap_scrub *sc = &w->sc;
+
+	for (int k = 1; k < AP_CLASS_MAX; k++)
+		for (int a = 1; a < AP_ACT_MAX; a++)
+			if (sc->st.hits[k][a]) {
+				ap_metric_add(&w->stats->fields[k][a], sc->st.hits[k][a]);
+				c->findings += sc->st.hits[k][a];
+			}
+	for (int i = 0; i < 8; i++)
+		if (sc->optout_hits[i])
+			ap_metric_add(&w->stats->optout_hits[i], sc->optout_hits[i]);
+}
+
+static unsigned user_scopes(void *arg, const char *user, size_t n)
+{
+	return ap_optout_lookup(arg, user, n);
+}
+
+/* The scopes of the user a header or the query string names, for the whole request. */
+static unsigned request_user(struct ap_conn *c)
+{
+	const struct ap_user_rules *u = c->route->ruleset->user;
+	const struct ap_http_req *r = &c->req;
+	struct ap_scrub *sc = &c->w->sc;
+
+	for (unsigned i = 0; i < u->nheaders; i++) {
+		int h = ap_http_find(r->headers, r->nheaders, u->headers[i]);
+		if (h >= 0)
+			return ap_scrub_user(sc, r->headers[h].value.p, r->headers[h].value.n);
+	}
+	if (u->nquery && r->query.n) {
+		const char *names[AP_USER_NAMES_MAX];
+		char val[256];
+		size_t n;
+		for (unsigned i = 0; i < u->nquery; i++)
+			names[i] = u->query[i];
+		if (ap_form_get(r->query, names, u->nquery, val, sizeof(val), &n) == AP_OK)
+			return ap_scrub_user(sc, val, n);
+	}
+	return 0;
+}
+
 static void process(struct ap_conn *c, struct ap_span body)
 {
 	struct ap_worker *w = c->w;
@@ -622,6 +669,24 @@ static void process(struct ap_conn *c, struct ap_span body)
 	sc->finding_arg = c;
 	if (w->inspect)
 		ap_log_inspect_begin(w, c->method, c->logpath, rt);
+
+	/* Per-user opt-outs: a user named by a header or the query string covers the whole
+	 * request; one who opted out of what this route carries gets 204, and nothing goes
+	 * upstream. */
+	sc->user_scopes = c->live->optout ? user_scopes : NULL;
+	sc->user_arg = c->live->optout;
+	sc->route_scope = rt->scope;
+	if (rt->ruleset->user && c->live->optout) {
+		unsigned scopes = request_user(c);
+		if (ap_scrub_optout_drops(sc, scopes)) {
+			sc->events = sc->events_dropped = 1;
+			goto optout;
+		}
+		if (scopes) {
+			sc->req_scopes = scopes;
+			ap_scrub_event_begin(sc, scopes);
+		}
+	}
 
 	/* The request line, with the query scrubbed. */
 	evbuffer_add(fwd, r->method.p, r->method.n);
@@ -683,6 +748,8 @@ static void process(struct ap_conn *c, struct ap_span body)
 		ap_metric_add(&w->stats->opaque[rc != AP_OK], sc->st.opaque);
 	if (rc != AP_OK)
 		goto refused;
+	if (sc->events_dropped && sc->events_dropped == sc->events)
+		goto optout; /* every event in it belonged to users who opted out */
 	if (changed)
 		fbody = ap_buf_span(out);
 	if (has_body || fbody.n)
@@ -690,12 +757,7 @@ static void process(struct ap_conn *c, struct ap_span body)
 	evbuffer_add(fwd, "\r\n", 2);
 	evbuffer_add(fwd, fbody.p, fbody.n);
 
-	for (int k = 1; k < AP_CLASS_MAX; k++)
-		for (int a = 1; a < AP_ACT_MAX; a++)
-			if (sc->st.hits[k][a]) {
-				ap_metric_add(&w->stats->fields[k][a], sc->st.hits[k][a]);
-				c->findings += sc->st.hits[k][a];
-			}
+	count_scrub(c);
 	if (w->inspect)
 		ap_log_inspect_end(w, NULL, fbody);
 	sc->finding_cb = NULL;
@@ -717,6 +779,21 @@ static void process(struct ap_conn *c, struct ap_span body)
 		if (c->live->ups[i].uc == uc)
 			c->ups = &c->live->ups[i];
 	send_to_upstream(c);
+	return;
+
+optout:
+	count_scrub(c);
+	sc->finding_cb = NULL;
+	if (w->inspect)
+		ap_log_inspect_end(w,
+		                   "every event's user opted out: answered 204, nothing forwarded",
+		                   (struct ap_span){NULL, 0});
+	evbuffer_drain(fwd, evbuffer_get_length(fwd));
+	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
+	c->head_base = NULL;
+	ap_metric_add(&w->stats->bytes_in, c->req_bytes);
+	c->why = "opted out";
+	respond(c, 204, NULL, true);
 	return;
 
 refused:

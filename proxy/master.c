@@ -24,6 +24,7 @@
 #include "admin.h"
 #include "ctl.h"
 #include "log.h"
+#include "optout.h"
 #include "master.h"
 #include "worker.h"
 
@@ -288,12 +289,39 @@ static void child_cb(evutil_socket_t sig, short what, void *arg)
 
 /* ---- reload and stop ---- */
 
+/* The opt-out table must exist before a worker maps it: opening it as its writer creates
+ * the segment, or catches it up with the journal, or rebuilds it (a reboot loses /dev/shm).
+ * The writer is closed again at once — a handle (and its lock) must not be inherited by
+ * workers, and anonctl and the admin API open their own. */
+static int prepare_optout(const struct ap_conf *c, char *err)
+{
+	struct ap_optout_opts o = {c->optout_shm, c->optout_dir, c->optout_capacity, false};
+	char oerr[AP_OPTOUT_ERR_MAX];
+	struct ap_optout *t;
+
+	if (!c->optout_shm)
+		return AP_OK;
+	if (!(t = ap_optout_open(&o, oerr))) {
+		snprintf(err, AP_CONF_ERR_MAX, "optout: %s", oerr);
+		return AP_ERR;
+	}
+	if (ap_optout_notice(t) && *ap_optout_notice(t))
+		ap_log_msg("opt-out table: %s", ap_optout_notice(t));
+	ap_optout_close(t);
+	return AP_OK;
+}
+
 int ap_master_reload(struct ap_master *m, char *err)
 {
 	char *text;
 	size_t len;
 	struct ap_conf *c = ap_master_load(m->path, &text, &len, err);
 
+	if (c && prepare_optout(c, err) != AP_OK) {
+		ap_conf_free(c);
+		free(text);
+		c = NULL;
+	}
 	if (!c) {
 		m->metrics->reload_failures++;
 		ap_log_msg("reload refused, the running configuration stays: %s", err);
@@ -390,6 +418,10 @@ int ap_master_run(struct ap_master *m, long workers)
 	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, SIGCHLD};
 
 	signal(SIGPIPE, SIG_IGN);
+	if (prepare_optout(m->conf, err) != AP_OK) {
+		fprintf(stderr, "anonproxy: %s\n", err);
+		return 1;
+	}
 	if (workers < 0)
 		workers = m->conf->workers ? (long)m->conf->workers : sysconf(_SC_NPROCESSORS_ONLN);
 	if (workers < 1)

@@ -180,6 +180,19 @@ int ap_metrics_render(const struct ap_metrics *m, struct ap_buf *out)
 	           "anonproxy_opaque_payloads_total{policy=\"pass\"} %llu\n"
 	           "anonproxy_opaque_payloads_total{policy=\"refuse\"} %llu\n",
 	           (unsigned long long)SUM(m, opaque[0]), (unsigned long long)SUM(m, opaque[1]));
+	{
+		static const char *const scope[6] = {"analytics", "personalization", "push",
+		                                     "location",  "minor",           "all"};
+		rc |= emit(out,
+		           "# HELP anonproxy_optout_hits_total Events whose user's opt-out took "
+		           "effect (dropped, or scrubbed more strictly), by scope.\n"
+		           "# TYPE anonproxy_optout_hits_total counter\n");
+		for (unsigned i = 0; i < 6; i++)
+			rc |= emit(
+			        out, "anonproxy_optout_hits_total{scope=\"%s\"} %llu\n", scope[i],
+			        (unsigned long long)sum(m, offsetof(struct ap_wstats, optout_hits) +
+			                                           i * sizeof(uint64_t)));
+	}
 	rc |= emit(out, "# HELP anonproxy_upstream_errors_total Upstream failures, by kind.\n"
 	                "# TYPE anonproxy_upstream_errors_total counter\n");
 	for (unsigned i = 0; i < AP_UERR_MAX; i++)

@@ -52,15 +52,15 @@ const struct ap_field *ap_rules_header(const struct ap_ruleset *rs, const char *
 	return NULL;
 }
 
-uint64_t ap_rules_path_step(const struct ap_ruleset *rs, uint64_t mask, unsigned depth,
-                            const char *k, size_t n, uint32_t idx, const struct ap_field **field)
+uint64_t ap_paths_step(const struct ap_path *paths, uint64_t mask, unsigned depth, const char *k,
+                       size_t n, uint32_t idx, uint64_t *ended)
 {
 	uint64_t out = 0, m = mask;
 
-	*field = NULL;
+	*ended = 0;
 	while (m) {
 		unsigned r = (unsigned)__builtin_ctzll(m);
-		const struct ap_path *p = &rs->paths[r];
+		const struct ap_path *p = &paths[r];
 		const struct ap_path_seg *s;
 		bool ok;
 
@@ -85,9 +85,18 @@ uint64_t ap_rules_path_step(const struct ap_ruleset *rs, uint64_t mask, unsigned
 		if (!ok)
 			continue;
 		out |= 1ull << r;
-		if (depth + 1 == p->nseg && !*field)
-			*field = &rs->fields[p->field];
+		if (depth + 1 == p->nseg)
+			*ended |= 1ull << r;
 	}
+	return out;
+}
+
+uint64_t ap_rules_path_step(const struct ap_ruleset *rs, uint64_t mask, unsigned depth,
+                            const char *k, size_t n, uint32_t idx, const struct ap_field **field)
+{
+	uint64_t ended, out = ap_paths_step(rs->paths, mask, depth, k, n, idx, &ended);
+
+	*field = ended ? &rs->fields[rs->paths[__builtin_ctzll(ended)].field] : NULL;
 	return out;
 }
 
@@ -244,15 +253,92 @@ int ap_rules_media_compile(struct ap_media *m, const char *text, const char **wh
 	return AP_OK;
 }
 
+static bool ad_class(unsigned c)
+{
+	return c == AP_CLASS_ADID || c == AP_CLASS_IDFA || c == AP_CLASS_GAID || c == AP_CLASS_OAID;
+}
+
+static bool location_class(unsigned c)
+{
+	return c == AP_CLASS_GPS || c == AP_CLASS_BSSID || c == AP_CLASS_CELL_ID;
+}
+
+/* The action of class <c> under variant <v> of <rs>, from <a> (what rs does). */
+static struct ap_action variant_act(const struct ap_ruleset *rs, unsigned v, struct ap_action a)
+{
+	unsigned c = a.cls;
+
+	if (a.act == AP_ACT_NONE || a.act == AP_ACT_DROP)
+		return a;
+	if ((v & 4) && rs->strict && rs->strict != rs && a.act != AP_ACT_KEEP)
+		a = rs->strict->class_act[c];
+	if (((v & 1) && ad_class(c)) || ((v & 2) && location_class(c))) {
+		a = (struct ap_action){.act = AP_ACT_DROP, .cls = (uint8_t)c};
+	}
+	return a;
+}
+
+int ap_ruleset_variants(struct ap_ruleset *rs)
+{
+	if (!rs->user || rs->variant[0])
+		return AP_OK;
+	rs->variant[0] = rs;
+	for (unsigned v = 1; v < 8; v++) {
+		struct ap_ruleset *x = malloc(sizeof(*x));
+		if (!x)
+			return AP_ERR;
+		memcpy(x, rs, sizeof(*x));
+		x->base = rs;
+		x->fields = malloc((rs->nfields + 1) * sizeof(*x->fields));
+		if (!x->fields) {
+			free(x);
+			return AP_ERR;
+		}
+		memcpy(x->fields, rs->fields, rs->nfields * sizeof(*x->fields));
+		for (unsigned i = 0; i < rs->nfields; i++)
+			if (!x->fields[i].ncodec)
+				x->fields[i].act = variant_act(rs, v, x->fields[i].act);
+		for (unsigned c = 1; c < AP_CLASS_MAX; c++) {
+			x->class_act[c] = variant_act(rs, v, rs->class_act[c]);
+			x->class_num[c] = variant_act(rs, v, rs->class_num[c]);
+			if ((v & 4) && x->class_num[c].act == AP_ACT_HASH)
+				x->class_num[c].fmt =
+				        AP_HASH_PRESERVE; /* a number stays a number */
+		}
+		rs->variant[v] = x;
+	}
+	for (unsigned v = 1; v < 8; v++)
+		memcpy(rs->variant[v]->variant, rs->variant, sizeof(rs->variant));
+	return AP_OK;
+}
+
+const struct ap_ruleset *ap_ruleset_for(const struct ap_ruleset *rs, unsigned scopes)
+{
+	unsigned v = (scopes >> 1 & 1) | (scopes >> 3 & 1) << 1 | (scopes >> 4 & 1) << 2;
+
+	return rs->variant[0] ? rs->variant[v] : rs;
+}
+
 void ap_ruleset_free(struct ap_ruleset *rs)
 {
 	if (!rs)
 		return;
+	if (rs->base) { /* a variant: only its fields are its own */
+		free(rs->fields);
+		memset(rs, 0, sizeof(*rs));
+		return;
+	}
+	for (unsigned v = 1; v < 8; v++)
+		if (rs->variant[v]) {
+			ap_ruleset_free(rs->variant[v]);
+			free(rs->variant[v]);
+		}
 	free(rs->name);
 	free(rs->fields);
 	free(rs->keys);
 	free(rs->paths);
 	free(rs->headers);
+	free(rs->user);
 	free(rs->pb);
 	free(rs->signers);
 	free(rs->opaque);

@@ -172,6 +172,25 @@ struct ap_key_slot {
 	char name[AP_KEY_NAME_MAX]; /* lower case */
 };
 
+#define AP_USER_PATHS_MAX  8
+#define AP_USER_NAMES_MAX  4
+#define AP_EVENT_PATHS_MAX 8
+
+/* Where a ruleset finds the user an opt-out is looked up for ("user": {…}) and where the
+ * events of a batch are ("events": […]). Paths in <paths> are relative to an event; the
+ * header, query and form names give a user for the whole request. */
+struct ap_user_rules {
+	struct ap_path paths[AP_USER_PATHS_MAX];
+	uint8_t npaths;
+	char headers[AP_USER_NAMES_MAX][AP_KEY_NAME_MAX];
+	char query[AP_USER_NAMES_MAX][AP_KEY_NAME_MAX];
+	char form[AP_USER_NAMES_MAX][AP_KEY_NAME_MAX];
+	uint8_t nheaders, nquery, nform;
+	struct ap_path events[AP_EVENT_PATHS_MAX]; /* objects that are one event each */
+	uint8_t nevents;
+	bool root_event; /* "$" is listed: a document's root object is an event */
+};
+
 struct ap_ruleset {
 	char *name;
 	struct ap_field *fields;
@@ -196,6 +215,14 @@ struct ap_ruleset {
 	bool query;                               /* scrub the query string */
 
 	const struct ap_ruleset *strict; /* the variant for minors; NULL: this one */
+	struct ap_user_rules *user;      /* NULL: no per-user opt-outs on this ruleset */
+	/* The same ruleset for an event whose user opted out of personalization (bit 0:
+	 * advertising ids dropped), location (bit 1: coordinates, BSSIDs, cell ids dropped)
+	 * and/or is a minor (bit 2: every class gets the strict variant's action). Same keys,
+	 * paths and field numbering — only actions differ — so a scan can switch between them
+	 * at an event's edge. variant[0] is the ruleset itself; NULL without user rules. */
+	struct ap_ruleset *variant[8];
+	const struct ap_ruleset *base; /* a variant's ruleset: it owns all but fields */
 
 	/* Protobuf schemas of the codec chains above (every chain ending in "protobuf" names
 	 * its root node). */
@@ -249,6 +276,11 @@ const struct ap_field *ap_rules_header(const struct ap_ruleset *rs, const char *
 uint64_t ap_rules_path_step(const struct ap_ruleset *rs, uint64_t mask, unsigned depth,
                             const char *k, size_t n, uint32_t idx, const struct ap_field **field);
 
+/* The same step over any array of (at most 64) paths: returns the child's mask and sets
+ * *ended to the paths that end at the child. */
+uint64_t ap_paths_step(const struct ap_path *paths, uint64_t mask, unsigned depth, const char *k,
+                       size_t n, uint32_t idx, uint64_t *ended);
+
 static inline uint64_t ap_rules_path_root(const struct ap_ruleset *rs)
 {
 	return rs->npaths >= 64 ? ~0ull : ((1ull << rs->npaths) - 1);
@@ -287,5 +319,11 @@ int ap_rules_media_compile(struct ap_media *m, const char *text, const char **wh
 
 /* Frees what <rs> owns (not rs itself) and zeroes it. */
 void ap_ruleset_free(struct ap_ruleset *rs);
+
+/* Builds rs->variant[] (after rs->strict is known). AP_OK or AP_ERR (memory). */
+int ap_ruleset_variants(struct ap_ruleset *rs);
+
+/* The variant for a user's opt-out <scopes> (AP_SCOPE_* bits of conf.h). */
+const struct ap_ruleset *ap_ruleset_for(const struct ap_ruleset *rs, unsigned scopes);
 
 #endif

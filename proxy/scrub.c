@@ -7,6 +7,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "conf.h"
 #include "detect.h"
 #include "scrub.h"
 
@@ -52,6 +53,9 @@ void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned m
 	sc->where = AP_WHERE_BODY;
 	sc->opaque_hdr = sc->opaque_fld = 0;
 	sc->sign.on = false;
+	sc->req_scopes = sc->ev_scopes = 0;
+	sc->events = sc->events_dropped = 0;
+	memset(sc->optout_hits, 0, sizeof(sc->optout_hits));
 	memset(&sc->st, 0, sizeof(sc->st));
 	/* A new generation empties every memo slot without touching them. */
 	if (++sc->memo.gen == 0) {
@@ -60,6 +64,39 @@ void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned m
 	}
 	sc->memo.used = 0;
 	ap_buf_clear(&sc->memo.bytes);
+}
+
+/* ---- per-user opt-outs ---- */
+
+unsigned ap_scrub_user(struct ap_scrub *sc, const char *id, size_t n)
+{
+	return sc->user_scopes && n ? sc->user_scopes(sc->user_arg, id, n) : 0;
+}
+
+static void hit(struct ap_scrub *sc, unsigned bits)
+{
+	for (unsigned i = 0; i < 8; i++)
+		if (bits >> i & 1)
+			sc->optout_hits[i]++;
+}
+
+bool ap_scrub_optout_drops(struct ap_scrub *sc, unsigned scopes)
+{
+	unsigned take = scopes & (sc->route_scope | AP_SCOPE_ALL);
+
+	if (take)
+		hit(sc, take);
+	return take != 0;
+}
+
+const struct ap_ruleset *ap_scrub_event_begin(struct ap_scrub *sc, unsigned scopes)
+{
+	const struct ap_ruleset *was = sc->rs;
+
+	sc->ev_scopes = scopes;
+	hit(sc, scopes & (AP_SCOPE_PERSONALIZATION | AP_SCOPE_LOCATION | AP_SCOPE_MINOR));
+	sc->rs = ap_ruleset_for(sc->rs, scopes);
+	return was;
 }
 
 /* ---- findings ---- */

@@ -131,7 +131,41 @@ struct ap_scrub {
 	uint32_t opaque_fld; /* bit i: its field condition held (query string or form body) */
 	struct ap_sign_rec sign;
 	struct ap_buf sig; /* signers' scratch: the covered values, decoded and joined */
+
+	/* Per-user opt-outs (the ruleset's "user" rules). Set by the caller, kept across
+	 * requests: how to look a user up (NULL: no table) and the scopes the route
+	 * enforces. Per request: the request-level user's scopes (header, query), the
+	 * current event's, and what happened. */
+	unsigned (*user_scopes)(void *arg, const char *user, size_t n);
+	void *user_arg;
+	unsigned route_scope;
+	unsigned req_scopes;
+	unsigned ev_scopes;
+	uint32_t events, events_dropped;
+	uint32_t optout_hits[8]; /* by scope bit: events dropped, or scrubbed more strictly */
 };
+
+/* ---- per-user opt-outs (scrub.c) ---- */
+
+/* Finds the first field of the form (or query string) <form> named one of <names>
+ * (ASCII case-insensitively) and writes its percent-decoded value to val[cap], its length
+ * to *n. AP_OK, or AP_ERR when there is none (or it does not fit or decode). */
+int ap_form_get(struct ap_span form, const char *const *names, size_t nnames, char *val, size_t cap,
+                size_t *n);
+
+/* The scopes of user <id, n> (0: none, or no table). */
+unsigned ap_scrub_user(struct ap_scrub *sc, const char *id, size_t n);
+
+/* True when a user with <scopes> has opted out of what this route carries ("all", or a
+ * scope the route enforces): the event goes, or the request when it is the whole of it.
+ * Counts the hit. */
+bool ap_scrub_optout_drops(struct ap_scrub *sc, unsigned scopes);
+
+/* The start of an event (or request) whose user has <scopes>: sc->rs becomes the ruleset's
+ * variant for them — personalization drops advertising ids, location drops coordinates,
+ * BSSIDs and cell ids, minor applies the strict variant's action to every class — and the
+ * hits are counted. Returns the ruleset to put back in sc->rs when the event ends. */
+const struct ap_ruleset *ap_scrub_event_begin(struct ap_scrub *sc, unsigned scopes);
 
 /* Prepares *sc for hashing under <key> (borrowed). AP_OK, or AP_ERR (OpenSSL). */
 int ap_scrub_init(struct ap_scrub *sc, const struct ap_key *key);

@@ -292,9 +292,69 @@ static int form_scan(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out,
 	return AP_OK;
 }
 
+int ap_form_get(struct ap_span form, const char *const *names, size_t nnames, char *val, size_t cap,
+                size_t *n)
+{
+	const char *p = form.p, *end = form.p + form.n;
+
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p)), *pe = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(pe - p));
+		char key[FORM_KEY_MAX];
+		long kn;
+
+		if (eq && (size_t)(eq - p) <= sizeof(key) &&
+		    (kn = pct_decode(p, (size_t)(eq - p), key)) >= 0)
+			for (size_t i = 0; i < nnames; i++)
+				if ((size_t)kn == strlen(names[i]) &&
+				    strncasecmp(key, names[i], (size_t)kn) == 0 &&
+				    (size_t)(pe - eq - 1) <= cap) {
+					long vn = pct_decode(eq + 1, (size_t)(pe - eq - 1), val);
+					if (vn < 0)
+						return AP_ERR;
+					*n = (size_t)vn;
+					return AP_OK;
+				}
+		p = amp ? amp + 1 : end;
+	}
+	return AP_ERR;
+}
+
+/* A form body is one event: its user comes from the fields the ruleset names (or the
+ * request's header or query), and decides, like a JSON event's, whether it goes or how
+ * it is scrubbed. */
 int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
 {
-	return form_scan(sc, in, out, changed);
+	const struct ap_user_rules *u = sc->rs->user;
+	const struct ap_ruleset *was;
+	unsigned scopes;
+	int rc;
+
+	if (!u || !sc->user_scopes || sc->level > 0)
+		return form_scan(sc, in, out, changed);
+	scopes = sc->req_scopes;
+	if (u->nform) {
+		const char *names[AP_USER_NAMES_MAX];
+		char val[256];
+		size_t n;
+		for (unsigned i = 0; i < u->nform; i++)
+			names[i] = u->form[i];
+		if (ap_form_get(in, names, u->nform, val, sizeof(val), &n) == AP_OK)
+			scopes |= ap_scrub_user(sc, val, n);
+	}
+	sc->events++;
+	if (ap_scrub_optout_drops(sc, scopes)) {
+		sc->events_dropped++;
+		*changed = false;
+		return AP_OK;
+	}
+	if (!scopes)
+		return form_scan(sc, in, out, changed);
+	was = ap_scrub_event_begin(sc, scopes);
+	rc = form_scan(sc, in, out, changed);
+	sc->rs = was;
+	sc->ev_scopes = sc->req_scopes;
+	return rc;
 }
 
 int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)

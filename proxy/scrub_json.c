@@ -22,10 +22,21 @@ struct jscan {
 	const char *key;   /* the last member_key's decoded name (valid until the next) */
 	size_t keyn;
 	const char *vend; /* where the last item()'s value ended */
+	/* Per-user opt-outs: <oo> when the ruleset has user rules and there is a table. The
+	 * event paths matched so far, handed from a container to value() for the child it
+	 * is about to scan (next_*), and the user id a pre-scan found. */
+	bool oo;
+	uint64_t next_emask;
+	bool next_event;
+	char ubuf[128];
 };
 
 static const char *value(struct jscan *j, const char *p, const struct ap_field *rule,
                          uint64_t pmask, bool *drop);
+static const char *object(struct jscan *j, const char *p, const struct ap_field *rule,
+                          uint64_t pmask, uint64_t emask);
+static const char *event_object(struct jscan *j, const char *p, const struct ap_field *rule,
+                                uint64_t pmask, uint64_t emask, bool *drop);
 
 static const char *fail(struct jscan *j, const char *why, const char *at)
 {
@@ -245,6 +256,8 @@ item(struct jscan *j, struct items *it, const char *start, const char *p, const 
 		drop = true;
 	}
 	if (drop) {
+		j->next_emask = 0;
+		j->next_event = false;
 		j->skipping++;
 		vend = value(j, p, NULL, 0, &(bool){0});
 		j->skipping--;
@@ -302,7 +315,7 @@ static const char *signed_item(struct jscan *j, struct items *it, const char *st
 }
 
 static const char *object(struct jscan *j, const char *p, const struct ap_field *rule,
-                          uint64_t pmask)
+                          uint64_t pmask, uint64_t emask)
 {
 	struct items it = {NULL, 0};
 	const char *end = j->end;
@@ -327,6 +340,12 @@ static const char *object(struct jscan *j, const char *p, const struct ap_field 
 		if (p >= end || *p != ':')
 			return fail(j, "expected ':'", p);
 		p = ap_json_ws(p + 1, end);
+		if (emask && j->key && !j->skipping) {
+			uint64_t ended;
+			j->next_emask = ap_paths_step(j->rs->user->events, emask, j->depth - 1,
+			                              j->key, j->keyn, 0, &ended);
+			j->next_event = ended != 0;
+		}
 		if (j->signing && j->depth == 1 && !j->skipping && j->key &&
 		    j->keyn < AP_KEY_NAME_MAX && p < end && *p != '{' && *p != '[')
 			p = signed_item(j, &it, start, p, f, cmask, drop, plen, &more);
@@ -337,7 +356,7 @@ static const char *object(struct jscan *j, const char *p, const struct ap_field 
 }
 
 static const char *array(struct jscan *j, const char *p, const struct ap_field *rule,
-                         uint64_t pmask)
+                         uint64_t pmask, uint64_t emask)
 {
 	struct items it = {NULL, 0};
 	bool more = true;
@@ -356,9 +375,128 @@ static const char *array(struct jscan *j, const char *p, const struct ap_field *
 			f = rule;
 		if (j->findings && !j->skipping)
 			plen = ap_scrub_path_idx(j->sc, idx);
+		if (emask && !j->skipping) {
+			uint64_t ended;
+			j->next_emask = ap_paths_step(j->rs->user->events, emask, j->depth - 1,
+			                              NULL, 0, idx, &ended);
+			j->next_event = ended != 0;
+		}
 		p = item(j, &it, p, p, f, cmask, false, plen, ']', &more);
 	}
 	return p;
+}
+
+/* ---- per-user opt-outs ---- */
+
+/* Validates the value at <p> (inside an event, <depth> containers below it) and, where
+ * one of the user paths still matching (<umask>) ends on a string or a number, takes that
+ * value as the event's user (the first found wins). Returns the value's end, or NULL. */
+static const char *user_scan(struct jscan *j, const char *p, unsigned depth, uint64_t umask,
+                             struct ap_span *user, bool capture)
+{
+	const struct ap_user_rules *u = j->rs->user;
+	const char *end = j->end, *e;
+	unsigned fl;
+	bool in;
+
+	if (p >= end)
+		return fail(j, "unexpected end of JSON", p);
+	if (*p == '"') {
+		if (!(e = ap_json_string_short(p, end, &fl)))
+			return fail(j, "invalid JSON string", p);
+		if (capture && !user->p) {
+			if (!(fl & AP_JSTR_ESC))
+				*user = (struct ap_span){p + 1, (size_t)(e - p - 2)};
+			else if ((size_t)(e - p) <= sizeof(j->ubuf)) {
+				struct ap_buf b = {j->ubuf, 0, sizeof(j->ubuf)};
+				if (ap_json_unescape(p + 1, (size_t)(e - p - 2), &b) == AP_OK &&
+				    b.p == j->ubuf)
+					*user = (struct ap_span){j->ubuf, b.len};
+			}
+		}
+		return e;
+	}
+	if (*p == '{' || *p == '[') {
+		bool obj = *p == '{';
+		uint32_t idx = 0;
+		if (j->depth + depth + 1 > j->sc->max_depth)
+			return fail(j, "JSON nested too deep", p);
+		p = ap_json_ws(p + 1, end);
+		if (p < end && *p == (obj ? '}' : ']'))
+			return p + 1;
+		for (;; idx++) {
+			uint64_t child = 0, ended = 0;
+			if (obj) {
+				const char *k = p + 1, *ke;
+				if (p >= end || *p != '"' ||
+				    !(ke = ap_json_string_short(p, end, &fl)))
+					return fail(j, "expected a key", p);
+				if (umask)
+					child = ap_paths_step(u->paths, umask, depth, k,
+					                      (size_t)(ke - p - 2), 0, &ended);
+				p = ap_json_ws(ke, end);
+				if (p >= end || *p != ':')
+					return fail(j, "expected ':'", p);
+				p = ap_json_ws(p + 1, end);
+			} else if (umask)
+				child = ap_paths_step(u->paths, umask, depth, NULL, 0, idx, &ended);
+			if (!(p = user_scan(j, p, depth + 1, child, user, ended != 0)))
+				return NULL;
+			p = ap_json_ws(p, end);
+			if (p < end && *p == ',') {
+				p = ap_json_ws(p + 1, end);
+				continue;
+			}
+			if (p < end && *p == (obj ? '}' : ']'))
+				return p + 1;
+			return fail(j, obj ? "expected ',' or '}'" : "expected ',' or ']'", p);
+		}
+	}
+	if (*p == 't')
+		return literal(j, p, "true", 4);
+	if (*p == 'f')
+		return literal(j, p, "false", 5);
+	if (*p == 'n')
+		return literal(j, p, "null", 4);
+	if (!(e = ap_json_number(p, end, &in)))
+		return fail(j, "invalid JSON number", p);
+	if (capture && !user->p)
+		*user = (struct ap_span){p, (size_t)(e - p)};
+	return e;
+}
+
+/* An object that is one event: its user is found first (a validating pre-scan), then the
+ * event is removed when that user opted out of what the route carries, or scanned under
+ * the ruleset's variant for the user's other opt-outs. Keys in the user's paths are
+ * matched as written (no escapes). */
+static const char *event_object(struct jscan *j, const char *p, const struct ap_field *rule,
+                                uint64_t pmask, uint64_t emask, bool *drop)
+{
+	struct ap_scrub *sc = j->sc;
+	const struct ap_user_rules *u = j->rs->user;
+	struct ap_span user = {NULL, 0};
+	const struct ap_ruleset *was;
+	unsigned scopes;
+	const char *e =
+	        user_scan(j, p, 0, u->npaths >= 64 ? ~0ull : (1ull << u->npaths) - 1, &user, false);
+
+	if (!e)
+		return NULL;
+	sc->events++;
+	scopes = ap_scrub_user(sc, user.p, user.n) | sc->req_scopes;
+	if (ap_scrub_optout_drops(sc, scopes)) {
+		sc->events_dropped++;
+		*drop = true;
+		return e;
+	}
+	if (!scopes)
+		return object(j, p, rule, pmask, emask);
+	was = ap_scrub_event_begin(sc, scopes);
+	j->rs = sc->rs;
+	e = object(j, p, rule, pmask, emask);
+	sc->rs = j->rs = was;
+	sc->ev_scopes = sc->req_scopes;
+	return e;
 }
 
 /* Any value at <p> (whitespace already skipped). <rule> applies to it: named by its key
@@ -368,8 +506,12 @@ static const char *array(struct jscan *j, const char *p, const struct ap_field *
 static const char *value(struct jscan *j, const char *p, const struct ap_field *rule,
                          uint64_t pmask, bool *drop)
 {
+	uint64_t emask = j->next_emask;
+	bool event = j->next_event;
 	const char *e;
 
+	j->next_emask = 0;
+	j->next_event = false;
 	if (AP_UNLIKELY(p >= j->end))
 		return fail(j, "unexpected end of JSON", p);
 	switch (*p) {
@@ -379,7 +521,11 @@ static const char *value(struct jscan *j, const char *p, const struct ap_field *
 	case '[':
 		if (AP_UNLIKELY(++j->depth > j->sc->max_depth))
 			return fail(j, "JSON nested too deep", p);
-		e = *p == '{' ? object(j, p, rule, pmask) : array(j, p, rule, pmask);
+		if (*p == '{')
+			e = event && !j->skipping ? event_object(j, p, rule, pmask, emask, drop)
+			                          : object(j, p, rule, pmask, emask);
+		else
+			e = array(j, p, rule, pmask, emask);
 		j->depth--;
 		return e;
 	case 't':
@@ -410,11 +556,15 @@ static void jscan_init(struct jscan *j, struct ap_scrub *sc, struct ap_span in, 
 	j->key = NULL;
 	j->keyn = 0;
 	j->vend = NULL;
+	j->oo = sc->rs->user && sc->user_scopes;
+	j->next_emask = 0;
+	j->next_event = false;
 }
 
 /* One document spanning [p, e) of j's input. A top-level value that must be dropped
- * becomes null: the document must stay a document. */
-static int document(struct jscan *j, const char *p, const char *e)
+ * becomes null: the document must stay a document — unless <dropped> is given (an NDJSON
+ * line, which can go whole): it is then set and the caller removes the line. */
+static int document(struct jscan *j, const char *p, const char *e, bool *dropped)
 {
 	const char *saved_end = j->end, *v;
 	size_t plen = j->sc->pathlen;
@@ -426,12 +576,19 @@ static int document(struct jscan *j, const char *p, const char *e)
 		return ap_scrub_fail(j->sc, "empty JSON document", (size_t)(p - j->beg));
 	if (j->findings)
 		ap_scrub_path_key(j->sc, NULL, 0);
+	if (j->oo) {
+		const struct ap_user_rules *u = j->rs->user;
+		j->next_emask = u->nevents >= 64 ? ~0ull : (1ull << u->nevents) - 1;
+		j->next_event = u->root_event;
+	}
 	v = value(j, p, NULL, ap_rules_path_root(j->rs), &drop);
 	if (j->findings)
 		ap_scrub_path_pop(j->sc, plen);
 	if (!v)
 		return AP_ERR;
-	if (drop && replace(j, p, v, "null", 4, true) != AP_OK)
+	if (drop && dropped)
+		*dropped = true;
+	else if (drop && replace(j, p, v, "null", 4, true) != AP_OK)
 		return AP_ERR;
 	if (ap_json_ws(v, e) != e)
 		return ap_scrub_fail(j->sc, "trailing data after JSON document",
@@ -446,7 +603,7 @@ int ap_scrub_json(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bo
 
 	jscan_init(&j, sc, in, out);
 	j.signing = ap_sign_begin(sc, out);
-	if (document(&j, in.p, in.p + in.n) != AP_OK)
+	if (document(&j, in.p, in.p + in.n, NULL) != AP_OK)
 		return AP_ERR;
 	if (j.changed && flush(&j, j.end) != AP_OK)
 		return AP_ERR;
@@ -469,8 +626,24 @@ int ap_scrub_ndjson(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, 
 
 		/* Blank lines (and a final newline) are allowed; \r\n line ends too, since
 		 * '\r' is JSON whitespace. */
-		if (ap_json_ws(p, e) != e && document(&j, p, e) != AP_OK)
+		bool dropped = false;
+		size_t mark = out->len;
+		const char *copied = j.copied;
+		bool was = j.changed;
+
+		if (ap_json_ws(p, e) != e && document(&j, p, e, &dropped) != AP_OK)
 			return AP_ERR;
+		if (dropped) {
+			/* The line goes whole, its newline too: undo what was written for it. */
+			if (j.copied > p) {
+				out->len = mark;
+				j.copied = copied;
+				j.changed = was;
+			}
+			if (flush(&j, p) != AP_OK)
+				return AP_ERR;
+			j.copied = nl ? nl + 1 : end;
+		}
 		p = nl ? nl + 1 : end;
 	}
 	if (j.changed && flush(&j, end) != AP_OK)

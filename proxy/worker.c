@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "ctl.h"
 #include "log.h"
+#include "optout.h"
 #include "upstream.h"
 
 #define DRAIN_DEADLINE_S 30
@@ -99,18 +100,14 @@ struct ap_live *ap_live_new(struct ap_worker *w, struct ap_conf *conf, char *err
 		                             false)
 		                   : AP_ROUTE_SLOTS - 1;
 	}
-	if (conf->tls_cert) {
-		l->tls_listen = SSL_CTX_new(TLS_server_method());
-		if (!l->tls_listen ||
-		    SSL_CTX_use_certificate_chain_file(l->tls_listen, conf->tls_cert) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(l->tls_listen, conf->tls_key, SSL_FILETYPE_PEM) !=
-		            1 ||
-		    SSL_CTX_check_private_key(l->tls_listen) != 1) {
-			snprintf(err, AP_CONF_ERR_MAX,
-			         "tls: cannot load the certificate %s or its key", conf->tls_cert);
+	if (conf->tls_cert && !(l->tls_listen = tls_listen_ctx(conf, err)))
+		goto fail;
+	if (conf->optout_shm) {
+		char oerr[AP_OPTOUT_ERR_MAX];
+		if (!(l->optout = ap_optout_open_reader(conf->optout_shm, oerr))) {
+			snprintf(err, AP_CONF_ERR_MAX, "optout: %s", oerr);
 			goto fail;
 		}
-		SSL_CTX_set_min_proto_version(l->tls_listen, TLS1_2_VERSION);
 	}
 	return l;
 fail:
@@ -134,6 +131,7 @@ void ap_live_unref(struct ap_live *l)
 	free(l->route_slot);
 	if (l->tls_listen)
 		SSL_CTX_free(l->tls_listen);
+	ap_optout_close(l->optout);
 	ap_conf_free(l->conf);
 	free(l);
 }
@@ -246,6 +244,19 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	AP_UNUSED(what);
 	if (sig == SIGTERM || sig == SIGINT)
 		drain(arg);
+}
+
+/* A writer that compacts or rebuilds the table puts a new segment under its name; the
+ * mapping follows it here, between requests. */
+static void optout_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_worker *w = arg;
+	char err[AP_OPTOUT_ERR_MAX];
+
+	AP_UNUSED(fd);
+	AP_UNUSED(what);
+	if (w->live->optout && ap_optout_refresh(w->live->optout, err) < 0)
+		ap_log_msg("worker %u: opt-out table: %s (the old mapping stays)", w->id, err);
 }
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -382,7 +393,8 @@ int ap_worker_main(unsigned id, const char *conf_path, const char *conf_text, si
 	w.sig_int = evsignal_new(w.base, SIGINT, signal_cb, &w);
 	w.sig_hup = evsignal_new(w.base, SIGHUP, signal_cb, &w); /* the master reloads us */
 	w.ctl_ev = event_new(w.base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, &w);
-	if (!w.reap || !w.sig_term || !w.sig_int || !w.sig_hup || !w.ctl_ev) {
+	w.optout_timer = event_new(w.base, -1, EV_PERSIST, optout_timer_cb, &w);
+	if (!w.reap || !w.sig_term || !w.sig_int || !w.sig_hup || !w.ctl_ev || !w.optout_timer) {
 		ap_log_msg("worker %u: cannot set up events", id);
 		return 1;
 	}
@@ -390,6 +402,7 @@ int ap_worker_main(unsigned id, const char *conf_path, const char *conf_text, si
 	evsignal_add(w.sig_int, NULL);
 	evsignal_add(w.sig_hup, NULL);
 	event_add(w.ctl_ev, NULL);
+	event_add(w.optout_timer, &(struct timeval){1, 0});
 
 	event_base_dispatch(w.base);
 
@@ -404,6 +417,7 @@ int ap_worker_main(unsigned id, const char *conf_path, const char *conf_text, si
 	event_free(w.sig_int);
 	event_free(w.sig_hup);
 	event_free(w.ctl_ev);
+	event_free(w.optout_timer);
 	if (w.drain_timer)
 		event_free(w.drain_timer);
 	ap_scrub_free(&w.sc);

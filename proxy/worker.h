@@ -18,6 +18,7 @@
 
 struct ap_conn;
 struct ap_io;
+struct ap_optout;
 struct ap_live;
 
 /* An idle keep-alive connection to an upstream, owned by its pool. */
@@ -50,8 +51,9 @@ struct ap_live {
 	unsigned refs;
 	struct ap_upstream *ups;
 	size_t nups;
-	unsigned *route_slot; /* metrics slot of each route */
-	SSL_CTX *tls_listen;  /* NULL: no TLS listener configured */
+	unsigned *route_slot;     /* metrics slot of each route */
+	SSL_CTX *tls_listen;      /* NULL: no TLS listener configured */
+	struct ap_optout *optout; /* the opt-out table, mapped read-only; NULL: none */
 };
 
 struct ap_worker {
@@ -75,6 +77,7 @@ struct ap_worker {
 	struct event *ctl_ev;
 	struct ap_buf ctl_in;
 	struct event *sig_term, *sig_int, *sig_hup;
+	struct event *optout_timer; /* remaps the opt-out table when a writer replaced it */
 	bool inspect;
 	bool inspect_color;
 	int access_fd;      /* -1: access log off */

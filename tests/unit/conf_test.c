@@ -1608,3 +1608,36 @@ Test(conf, include_profiles)
 	/* the key's bytes never show, whatever file is given */
 	refused(INCL("'k.key'"), "include_profiles[0]: k.key: ");
 }
+
+/* Per-user opt-outs: "user" and "events" in a ruleset, "optout" at the root. */
+Test(conf, optout_and_user_rules)
+{
+	struct ap_conf *c = ok(RS("'user': {'paths': ['$.distinct_id', '$.user.id'], "
+	                          "'headers': ['X-User-Id'], 'query': ['uid'], 'form': ['UID']}"));
+	const struct ap_ruleset *rs = ap_conf_ruleset(c, "r");
+
+	cr_assert_not_null(rs->user);
+	cr_expect_eq(rs->user->npaths, 2);
+	cr_expect_str_eq(rs->user->headers[0], "x-user-id", "names are kept in lower case");
+	cr_expect_str_eq(rs->user->form[0], "uid");
+	cr_expect_eq(rs->user->nevents, 4, "default event places: $[*], batch, events, data");
+	cr_expect(rs->user->root_event);
+	cr_expect_not_null(rs->variant[7], "per-user variants are built");
+	cr_expect_eq(ap_ruleset_for(rs, 0), rs);
+	ap_conf_free(c);
+	c = ok(RS("'user': {'paths': ['$.uid']}, 'events': ['$.list[*]']"));
+	rs = ap_conf_ruleset(c, "r");
+	cr_expect_eq(rs->user->nevents, 1);
+	cr_expect_not(rs->user->root_event, "only what is listed");
+	ap_conf_free(c);
+	refused(RS("'events': ['$[*]']"), "rulesets.r.events: events without \"user\"");
+	refused(RS("'user': {}"), "rulesets.r.user: names no place to find the user");
+	refused(RS("'user': {'paths': ['user_id']}"),
+	        "rulesets.r.user.paths[0]: a path starts with '$'");
+	refused(RS("'user': {'cookie': ['x']}"), "rulesets.r.user.cookie: unknown key");
+	refused("{" KEYS
+	        ", 'optout': {'shm': 'no-slash', 'dir': 'o'}, 'rulesets': {'r': {}}, " ROUTES "}",
+	        "optout.shm: a shared-memory name is \"/name\"");
+	refused("{" KEYS ", 'optout': {'shm': '/x'}, 'rulesets': {'r': {}}, " ROUTES "}",
+	        "optout.dir: required");
+}
