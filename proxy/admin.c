@@ -173,6 +173,11 @@ static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const 
 {
 	char user[1024], err[AP_OPTOUT_ERR_MAX];
 	size_t n = path_user(path, user, sizeof(user));
+
+	if (strncmp(path, "/optout/", 8) == 0 && path[8] && !n) {
+		text(req, 400, "Bad Request", "the user id is empty, too long or badly escaped\n");
+		return;
+	}
 	struct ap_optout *t;
 	unsigned scopes = 0;
 	int64_t now = (int64_t)time(NULL);
@@ -185,7 +190,10 @@ static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const 
 		struct ap_optout_key k;
 		int64_t when = 0;
 		json_t *j;
-		if (!(t = ap_optout_open_reader(a->m->conf->optout_shm, err))) {
+		if (!(t = ap_optout_open_reader(a->m->conf->optout_shm, err)) &&
+		    !(t = writer(a, err))) {
+			/* Neither mapped nor openable as writer (which rebuilds a lost segment). */
+			ap_log_msg("admin: GET /optout: %s", err);
 			text(req, 503, "Unavailable", "the opt-out table cannot be read\n");
 			return;
 		}
@@ -201,15 +209,17 @@ static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const 
 	if (cmd == EVHTTP_REQ_DELETE && n) {
 		int rc;
 		if (!(t = writer(a, err))) {
+			ap_log_msg("admin: DELETE /optout: %s", err);
 			text(req, 503, "Unavailable", "the opt-out table is busy or unavailable\n");
 			return;
 		}
 		rc = ap_optout_remove(t, user, n, now, err);
 		ap_optout_close(t);
-		if (rc < 0)
+		if (rc < 0) {
+			ap_log_msg("admin: DELETE /optout: %s", err);
 			text(req, 500, "Internal Server Error",
 			     "the opt-out could not be removed\n");
-		else
+		} else
 			text(req, rc ? 200 : 404, rc ? "OK" : "Not Found",
 			     rc ? "removed\n" : "no opt-out for that user\n");
 		return;
@@ -242,6 +252,7 @@ static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const 
 			scopes |= bit;
 		}
 		if (!(t = writer(a, err))) {
+			ap_log_msg("admin: POST /optout: %s", err);
 			json_decref(body);
 			text(req, 503, "Unavailable", "the opt-out table is busy or unavailable\n");
 			return;
@@ -249,10 +260,11 @@ static void handle_optout(struct ap_admin *a, struct evhttp_request *req, const 
 		rc = ap_optout_set(t, u, strlen(u), scopes, now, err);
 		ap_optout_close(t);
 		json_decref(body);
-		if (rc != AP_OK)
+		if (rc != AP_OK) {
+			ap_log_msg("admin: POST /optout: %s", err);
 			text(req, 500, "Internal Server Error",
 			     "the opt-out could not be recorded\n");
-		else
+		} else
 			json_reply(req, 200, "OK",
 			           json_pack("{s:o,s:I}", "scopes", scopes_json(scopes), "time",
 			                     (json_int_t)now));

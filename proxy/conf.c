@@ -2057,9 +2057,10 @@ static int parse_root(struct cctx *x, json_t *root, struct ap_conf *c)
 		    get_string(x, v, "dir", true, &dir) != AP_OK ||
 		    get_uint(x, v, "capacity", 0, 150000000, &c->optout_capacity) != AP_OK)
 			return AP_ERR;
-		if (shm && (shm[0] != '/' || strchr(shm + 1, '/') || strlen(shm) > 200)) {
+		if (shm && (shm[0] != '/' || strchr(shm + 1, '/') || strlen(shm) > 100)) {
 			push(x, "shm");
-			return fail(x, "a shared-memory name is \"/name\" with no other '/'");
+			return fail(x, "a shared-memory name is \"/name\" (at most 100 bytes) with "
+			               "no other '/'");
 		}
 		c->optout_shm = dupstr(shm ? shm : "/anonproxy-optout");
 		c->optout_dir = resolve(x, dir);

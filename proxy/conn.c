@@ -676,6 +676,15 @@ static void process(struct ap_conn *c, struct ap_span body)
 	sc->user_scopes = c->live->optout ? user_scopes : NULL;
 	sc->user_arg = c->live->optout;
 	sc->route_scope = rt->scope;
+	if (rt->ruleset->user && conf->optout_shm && !c->live->optout) {
+		/* Fail closed: without the table an opted-out user's events would go through. */
+		evbuffer_drain(fwd, evbuffer_get_length(fwd));
+		evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
+		c->head_base = NULL;
+		sc->finding_cb = NULL;
+		refuse(c, 503, "the opt-out table is not available", AP_REF_UNAVAILABLE, true);
+		return;
+	}
 	if (rt->ruleset->user && c->live->optout) {
 		unsigned scopes = request_user(c);
 		if (ap_scrub_optout_drops(sc, scopes)) {

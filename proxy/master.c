@@ -225,6 +225,8 @@ static void spawn(struct ap_master *m, unsigned i)
 		for (int k = 0; k < 4; k++)
 			if (m->sigs[k])
 				event_free(m->sigs[k]), m->sigs[k] = NULL;
+		if (m->optout_watch)
+			event_free(m->optout_watch), m->optout_watch = NULL;
 		ap_admin_free(m->admin);
 		m->admin = NULL;
 		event_base_free(m->base);
@@ -293,15 +295,30 @@ static void child_cb(evutil_socket_t sig, short what, void *arg)
  * the segment, or catches it up with the journal, or rebuilds it (a reboot loses /dev/shm).
  * The writer is closed again at once — a handle (and its lock) must not be inherited by
  * workers, and anonctl and the admin API open their own. */
-static int prepare_optout(const struct ap_conf *c, char *err)
+static int prepare_optout(const struct ap_conf *c, bool wait, char *err)
 {
-	struct ap_optout_opts o = {c->optout_shm, c->optout_dir, c->optout_capacity, false};
+	struct ap_optout_opts o = {c->optout_shm, c->optout_dir, c->optout_capacity, true};
 	char oerr[AP_OPTOUT_ERR_MAX];
 	struct ap_optout *t;
 
 	if (!c->optout_shm)
 		return AP_OK;
-	if (!(t = ap_optout_open(&o, oerr))) {
+	if (!(t = ap_optout_open(&o, oerr)) && wait) {
+		/* Another writer (anonctl importing, say) holds the lock: say so, then wait. */
+		ap_log_msg("opt-out table: %s; waiting for it", oerr);
+		o.nowait = false;
+		t = ap_optout_open(&o, oerr);
+	}
+	if (!t) {
+		struct ap_optout *r = ap_optout_open_reader(c->optout_shm, err);
+		if (r && !wait) {
+			/* A reload while a writer works: the segment exists, workers map it. */
+			ap_optout_close(r);
+			ap_log_msg("opt-out table: %s; the workers keep the segment as it is",
+			           oerr);
+			return AP_OK;
+		}
+		ap_optout_close(r);
 		snprintf(err, AP_CONF_ERR_MAX, "optout: %s", oerr);
 		return AP_ERR;
 	}
@@ -311,13 +328,50 @@ static int prepare_optout(const struct ap_conf *c, char *err)
 	return AP_OK;
 }
 
+/* A lost segment (someone unlinked it, /dev/shm was emptied) is rebuilt from the journal
+ * here, within a few seconds; workers map the new one on their own. */
+static void optout_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ap_master *m = arg;
+	char err[AP_CONF_ERR_MAX];
+	struct ap_optout *r;
+
+	AP_UNUSED(fd);
+	AP_UNUSED(what);
+	if (!m->conf->optout_shm || m->stopping)
+		return;
+	if ((r = ap_optout_open_reader(m->conf->optout_shm, err))) {
+		ap_optout_close(r);
+		return;
+	}
+	ap_log_msg("opt-out table %s is gone; rebuilding it from its journal", m->conf->optout_shm);
+	if (prepare_optout(m->conf, false, err) != AP_OK)
+		ap_log_msg("%s", err);
+}
+
+/* Rules that do nothing are said at start and reload, not discovered in production. */
+static void warn_unused(const struct ap_conf *c)
+{
+	for (size_t i = 0; i < c->nrulesets; i++)
+		if (c->rulesets[i].user && !c->optout_shm)
+			ap_log_msg("ruleset %s names its users, but there is no \"optout\" table: "
+			           "no opt-out is enforced",
+			           c->rulesets[i].name);
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].scope && !c->routes[i].ruleset->user)
+			ap_log_msg("a route with a scope uses ruleset %s, which has no \"user\" "
+			           "rules: "
+			           "its scope is not enforced",
+			           c->routes[i].ruleset->name);
+}
+
 int ap_master_reload(struct ap_master *m, char *err)
 {
 	char *text;
 	size_t len;
 	struct ap_conf *c = ap_master_load(m->path, &text, &len, err);
 
-	if (c && prepare_optout(c, err) != AP_OK) {
+	if (c && prepare_optout(c, false, err) != AP_OK) {
 		ap_conf_free(c);
 		free(text);
 		c = NULL;
@@ -353,6 +407,7 @@ int ap_master_reload(struct ap_master *m, char *err)
 			ap_ctl_send(m->w[i].ctl, AP_CTL_RELOAD, text, (uint32_t)len);
 	m->metrics->reloads++;
 	ap_log_msg("configuration reloaded from %s", m->path);
+	warn_unused(c);
 	return AP_OK;
 }
 
@@ -418,7 +473,7 @@ int ap_master_run(struct ap_master *m, long workers)
 	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, SIGCHLD};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (prepare_optout(m->conf, err) != AP_OK) {
+	if (prepare_optout(m->conf, true, err) != AP_OK) {
 		fprintf(stderr, "anonproxy: %s\n", err);
 		return 1;
 	}
@@ -475,6 +530,10 @@ int ap_master_run(struct ap_master *m, long workers)
 	}
 	for (unsigned i = 0; i < m->nworkers; i++)
 		spawn(m, i);
+	m->optout_watch = event_new(m->base, -1, EV_PERSIST, optout_watch_cb, m);
+	if (m->optout_watch)
+		event_add(m->optout_watch, &(struct timeval){5, 0});
+	warn_unused(m->conf);
 	ap_log_msg("listening on %s%s with %u worker%s, configuration %s", m->conf->listen[0],
 	           m->conf->nlisten + m->conf->ntls_listen > 1 ? " (and more)" : "", m->nworkers,
 	           m->nworkers == 1 ? "" : "s", m->path);
@@ -482,6 +541,8 @@ int ap_master_run(struct ap_master *m, long workers)
 	event_base_dispatch(m->base);
 
 	ap_admin_free(m->admin);
+	if (m->optout_watch)
+		event_free(m->optout_watch);
 	for (int i = 0; i < 4; i++)
 		event_free(m->sigs[i]);
 	for (unsigned i = 0; i < m->nworkers; i++) {

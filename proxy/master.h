@@ -37,6 +37,7 @@ struct ap_master {
 	struct ap_metrics *metrics;
 	struct ap_admin *admin;
 	struct event *sigs[4];
+	struct event *optout_watch; /* rebuilds a lost opt-out segment */
 	struct ap_wproc w[AP_WORKERS_MAX];
 	unsigned nworkers;
 	bool inspect;

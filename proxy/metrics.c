@@ -115,7 +115,8 @@ static int emit(struct ap_buf *out, const char *fmt, ...)
 }
 
 static const char *const refusal_names[AP_REF_MAX] = {
-        "http", "too_big", "decode", "unsupported", "scan_hit", "no_route", "client_timeout",
+        "http",     "too_big",  "decode",         "unsupported",
+        "scan_hit", "no_route", "client_timeout", "optout_unavailable",
 };
 static const char *const uerr_names[AP_UERR_MAX] = {
         "connect", "tls", "timeout", "reset", "protocol",

@@ -26,6 +26,7 @@ enum ap_refusal {
 	AP_REF_SCAN,        /* identifier found in unscrubbable content: 422 */
 	AP_REF_NO_ROUTE,    /* 404 */
 	AP_REF_TIMEOUT,     /* client too slow: 408 */
+	AP_REF_UNAVAILABLE, /* the opt-out table a route needs is not mapped: 503 */
 	AP_REF_MAX
 };
 

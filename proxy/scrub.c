@@ -1,7 +1,10 @@
 /* The scrubbing core's dispatcher and the services every format scrubber shares: the
  * per-request pseudonym memo, detector lookups, nested codec chains, findings and their
  * paths. It knows content types and encodings; it does not know any format's syntax. */
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -25,6 +28,11 @@ void ap_scrub_free(struct ap_scrub *sc)
 	ap_pseudo_free(&sc->ps);
 	ap_zctx_free(&sc->z);
 	ap_buf_free(&sc->memo.bytes);
+	if (sc->pcache.slot) {
+		OPENSSL_cleanse(sc->pcache.slot, AP_PCACHE_SLOTS * sizeof(*sc->pcache.slot));
+		free(sc->pcache.slot);
+		sc->pcache.slot = NULL;
+	}
 	for (unsigned i = 0; i <= AP_LAYERS_MAX; i++) {
 		struct ap_level *lv = &sc->lv[i];
 		ap_buf_free(&lv->val);
@@ -93,8 +101,11 @@ const struct ap_ruleset *ap_scrub_event_begin(struct ap_scrub *sc, unsigned scop
 {
 	const struct ap_ruleset *was = sc->rs;
 
+	/* Counted once: the scopes an enclosing event (or the request) already brought are
+	 * its hits, not this event's. */
+	hit(sc, scopes & ~sc->ev_scopes &
+	                (AP_SCOPE_PERSONALIZATION | AP_SCOPE_LOCATION | AP_SCOPE_MINOR));
 	sc->ev_scopes = scopes;
-	hit(sc, scopes & (AP_SCOPE_PERSONALIZATION | AP_SCOPE_LOCATION | AP_SCOPE_MINOR));
 	sc->rs = ap_ruleset_for(sc->rs, scopes);
 	return was;
 }
@@ -191,6 +202,69 @@ const struct ap_action *ap_scrub_detect(struct ap_scrub *sc, const char *v, size
 	return &rs->class_act[c];
 }
 
+/* ---- the pseudonym cache across requests ---- */
+
+void ap_scrub_cache_flush(struct ap_scrub *sc)
+{
+	if (++sc->pcache.gen == 0) {
+		if (sc->pcache.slot)
+			memset(sc->pcache.slot, 0, AP_PCACHE_SLOTS * sizeof(*sc->pcache.slot));
+		sc->pcache.gen = 1;
+	}
+}
+
+static struct ap_pcache_slot *cache_slot(struct ap_scrub *sc, const struct ap_action *act,
+                                         const char *v, size_t n, bool numeric, XXH128_hash_t *h)
+{
+	struct ap_pcache *c = &sc->pcache;
+
+	if (!c->slot) {
+		if (!(c->slot = calloc(AP_PCACHE_SLOTS, sizeof(*c->slot))))
+			return NULL;
+		if (RAND_bytes((unsigned char *)c->seed, sizeof(c->seed)) != 1) {
+			free(c->slot);
+			c->slot = NULL;
+			return NULL;
+		}
+		if (!c->gen)
+			c->gen = 1;
+	}
+	*h = XXH3_128bits_withSeed(v, n, c->seed[0] ^ (uint64_t)(uintptr_t)act ^ numeric);
+	h->high64 ^= c->seed[1];
+	return &c->slot[h->low64 % AP_PCACHE_SLOTS];
+}
+
+static bool cache_get(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,
+                      bool numeric, struct ap_buf *out, bool *numeric_out)
+{
+	XXH128_hash_t h;
+	struct ap_pcache_slot *s = cache_slot(sc, act, v, n, numeric, &h);
+
+	if (!s || s->gen != sc->pcache.gen || s->act != act || s->numeric != numeric ||
+	    s->h1 != h.low64 || s->h2 != h.high64)
+		return false;
+	*numeric_out = s->numeric_out;
+	return ap_buf_add(out, s->out, s->olen) == AP_OK;
+}
+
+static void cache_put(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,
+                      bool numeric, const char *o, size_t on, bool numeric_out)
+{
+	XXH128_hash_t h;
+	struct ap_pcache_slot *s;
+
+	if (on > AP_PCACHE_OUT || !(s = cache_slot(sc, act, v, n, numeric, &h)))
+		return;
+	s->h1 = h.low64;
+	s->h2 = h.high64;
+	s->act = act;
+	s->numeric = numeric;
+	s->numeric_out = numeric_out;
+	s->olen = (uint8_t)on;
+	memcpy(s->out, o, on);
+	s->gen = sc->pcache.gen;
+}
+
 int ap_scrub_apply(struct ap_scrub *sc, const struct ap_action *act, const char *v, size_t n,
                    bool numeric, bool detected, struct ap_buf *out, bool *numeric_out)
 {
@@ -218,9 +292,14 @@ int ap_scrub_apply(struct ap_scrub *sc, const struct ap_action *act, const char 
 		}
 	}
 	found(sc, act, v, n, detected);
-	sc->st.hashed++;
-	if (ap_action_apply(&sc->ps, act, v, n, numeric, out, numeric_out) != AP_OK)
-		return AP_ERR;
+	if (cache_get(sc, act, v, n, numeric, out, numeric_out)) {
+		sc->st.cache_hits++;
+	} else {
+		sc->st.hashed++;
+		if (ap_action_apply(&sc->ps, act, v, n, numeric, out, numeric_out) != AP_OK)
+			return AP_ERR;
+		cache_put(sc, act, v, n, numeric, out->p + before, out->len - before, *numeric_out);
+	}
 	if (m->bytes.len + n + (out->len - before) > UINT32_MAX)
 		return AP_OK;
 	s->gen = m->gen;

@@ -57,11 +57,12 @@ typedef void (*ap_finding_cb)(void *arg, const struct ap_finding *f);
 /* Counts for one request; the proxy adds them into its metrics. */
 struct ap_scrub_stats {
 	uint32_t hits[AP_CLASS_MAX][AP_ACT_MAX];
-	uint32_t hashed;    /* HMACs computed (memo misses) */
-	uint32_t memo_hits; /* pseudonyms served from the per-request memo */
-	uint32_t layers;    /* nested documents opened */
-	uint32_t opaque;    /* opaque payloads recognised (passed or refused, as the route says) */
-	uint32_t resigned;  /* signature fields recomputed */
+	uint32_t hashed;     /* HMACs computed (memo misses) */
+	uint32_t memo_hits;  /* pseudonyms served from the per-request memo */
+	uint32_t cache_hits; /* ... from the cache across requests */
+	uint32_t layers;     /* nested documents opened */
+	uint32_t opaque;     /* opaque payloads recognised (passed or refused, as the route says) */
+	uint32_t resigned;   /* signature fields recomputed */
 };
 
 /* Per-request memo of pseudonyms: a device's IMEI repeated in 20 events is hashed once. */
@@ -75,6 +76,29 @@ struct ap_memo_slot {
 };
 
 #define AP_MEMO_SLOTS 256
+
+/* Pseudonyms across requests, per worker: the same devices send request after request,
+ * and an HMAC costs more than scanning a kilobyte. Direct-mapped; an entry is found by a
+ * 128-bit hash of the value under a secret seed chosen at start — the value itself is
+ * not kept, only its pseudonym, so the cache holds nothing the HMAC key in the same
+ * memory would not give anyway. Emptied (by generation) at every reload. */
+#define AP_PCACHE_SLOTS 4096
+#define AP_PCACHE_OUT   80 /* pseudonyms longer than this are not cached */
+
+struct ap_pcache_slot {
+	uint64_t h1, h2;
+	const struct ap_action *act;
+	uint32_t gen;
+	uint8_t olen;
+	bool numeric, numeric_out;
+	char out[AP_PCACHE_OUT];
+};
+
+struct ap_pcache {
+	struct ap_pcache_slot *slot; /* AP_PCACHE_SLOTS, allocated on first use */
+	uint64_t seed[2];
+	uint32_t gen;
+};
 
 struct ap_memo {
 	struct ap_memo_slot slot[AP_MEMO_SLOTS];
@@ -114,6 +138,7 @@ struct ap_scrub {
 	struct ap_pseudo ps;
 	struct ap_zctx z;
 	struct ap_memo memo;
+	struct ap_pcache pcache;
 	struct ap_level lv[AP_LAYERS_MAX + 1];
 	struct ap_buf body, body_out; /* a compressed body decoded, and its scrubbed form */
 	unsigned level;
@@ -170,6 +195,10 @@ const struct ap_ruleset *ap_scrub_event_begin(struct ap_scrub *sc, unsigned scop
 /* Prepares *sc for hashing under <key> (borrowed). AP_OK, or AP_ERR (OpenSSL). */
 int ap_scrub_init(struct ap_scrub *sc, const struct ap_key *key);
 void ap_scrub_free(struct ap_scrub *sc);
+
+/* Forgets every pseudonym cached across requests: the configuration (and with it the
+ * actions and the key) changed. */
+void ap_scrub_cache_flush(struct ap_scrub *sc);
 
 /* Starts a request under ruleset <rs>: clears stats, the memo and the decoded budget. */
 void ap_scrub_begin(struct ap_scrub *sc, const struct ap_ruleset *rs, unsigned max_depth,

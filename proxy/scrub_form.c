@@ -327,7 +327,7 @@ int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bo
 {
 	const struct ap_user_rules *u = sc->rs->user;
 	const struct ap_ruleset *was;
-	unsigned scopes;
+	unsigned scopes, before;
 	int rc;
 
 	if (!u || !sc->user_scopes || sc->level > 0)
@@ -342,18 +342,21 @@ int ap_scrub_form(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bo
 		if (ap_form_get(in, names, u->nform, val, sizeof(val), &n) == AP_OK)
 			scopes |= ap_scrub_user(sc, val, n);
 	}
-	sc->events++;
 	if (ap_scrub_optout_drops(sc, scopes)) {
+		sc->events++;
 		sc->events_dropped++;
 		*changed = false;
 		return AP_OK;
 	}
-	if (!scopes)
-		return form_scan(sc, in, out, changed);
-	was = ap_scrub_event_begin(sc, scopes);
+	before = sc->events;
+	was = scopes != sc->ev_scopes ? ap_scrub_event_begin(sc, scopes) : sc->rs;
 	rc = form_scan(sc, in, out, changed);
 	sc->rs = was;
 	sc->ev_scopes = sc->req_scopes;
+	/* A form whose fields carry documents of events (Mixpanel's data=) is their wrapper,
+	 * not an event itself. */
+	if (sc->events == before)
+		sc->events++;
 	return rc;
 }
 

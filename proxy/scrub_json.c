@@ -428,12 +428,27 @@ static const char *user_scan(struct jscan *j, const char *p, unsigned depth, uin
 			uint64_t child = 0, ended = 0;
 			if (obj) {
 				const char *k = p + 1, *ke;
+				size_t kn;
+				char kb[AP_KEY_NAME_MAX];
 				if (p >= end || *p != '"' ||
 				    !(ke = ap_json_string_short(p, end, &fl)))
 					return fail(j, "expected a key", p);
-				if (umask)
-					child = ap_paths_step(u->paths, umask, depth, k,
-					                      (size_t)(ke - p - 2), 0, &ended);
+				bool try_key = umask != 0;
+				kn = (size_t)(ke - p - 2);
+				if (try_key && (fl & AP_JSTR_ESC)) {
+					/* "\u0075ser_id" is user_id: decoded, as keys are
+					 * everywhere else (longer ones name no rule anyway). */
+					struct ap_buf b = {kb, 0, sizeof(kb)};
+					if (kn < sizeof(kb) &&
+					    ap_json_unescape(k, kn, &b) == AP_OK && b.p == kb) {
+						k = kb;
+						kn = b.len;
+					} else
+						try_key = false;
+				}
+				if (try_key)
+					child = ap_paths_step(u->paths, umask, depth, k, kn, 0,
+					                      &ended);
 				p = ap_json_ws(ke, end);
 				if (p >= end || *p != ':')
 					return fail(j, "expected ':'", p);
@@ -467,8 +482,7 @@ static const char *user_scan(struct jscan *j, const char *p, unsigned depth, uin
 
 /* An object that is one event: its user is found first (a validating pre-scan), then the
  * event is removed when that user opted out of what the route carries, or scanned under
- * the ruleset's variant for the user's other opt-outs. Keys in the user's paths are
- * matched as written (no escapes). */
+ * the ruleset's variant for the user's other opt-outs. */
 static const char *event_object(struct jscan *j, const char *p, const struct ap_field *rule,
                                 uint64_t pmask, uint64_t emask, bool *drop)
 {
@@ -476,26 +490,32 @@ static const char *event_object(struct jscan *j, const char *p, const struct ap_
 	const struct ap_user_rules *u = j->rs->user;
 	struct ap_span user = {NULL, 0};
 	const struct ap_ruleset *was;
-	unsigned scopes;
+	unsigned scopes, outer, before;
 	const char *e =
 	        user_scan(j, p, 0, u->npaths >= 64 ? ~0ull : (1ull << u->npaths) - 1, &user, false);
 
 	if (!e)
 		return NULL;
-	sc->events++;
-	scopes = ap_scrub_user(sc, user.p, user.n) | sc->req_scopes;
+	/* An enclosing event's (or the request's) user covers the events inside it too. */
+	scopes = ap_scrub_user(sc, user.p, user.n) | sc->ev_scopes;
 	if (ap_scrub_optout_drops(sc, scopes)) {
+		sc->events++;
 		sc->events_dropped++;
 		*drop = true;
 		return e;
 	}
-	if (!scopes)
-		return object(j, p, rule, pmask, emask);
-	was = ap_scrub_event_begin(sc, scopes);
+	before = sc->events;
+	outer = sc->ev_scopes;
+	was = scopes != outer ? ap_scrub_event_begin(sc, scopes) : sc->rs;
 	j->rs = sc->rs;
 	e = object(j, p, rule, pmask, emask);
 	sc->rs = j->rs = was;
-	sc->ev_scopes = sc->req_scopes;
+	sc->ev_scopes = outer;
+	/* A wrapper around events ({"batch": [...]}) is not an event itself: only the
+	 * innermost ones count, so a batch whose events all went is a request with nothing
+	 * left. */
+	if (sc->events == before)
+		sc->events++;
 	return e;
 }
 

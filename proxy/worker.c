@@ -103,11 +103,11 @@ struct ap_live *ap_live_new(struct ap_worker *w, struct ap_conf *conf, char *err
 	if (conf->tls_cert && !(l->tls_listen = tls_listen_ctx(conf, err)))
 		goto fail;
 	if (conf->optout_shm) {
+		/* A missing table (the master recreates a lost one) is no reason to die: requests
+		 * that need it are refused until the timer maps it. */
 		char oerr[AP_OPTOUT_ERR_MAX];
-		if (!(l->optout = ap_optout_open_reader(conf->optout_shm, oerr))) {
-			snprintf(err, AP_CONF_ERR_MAX, "optout: %s", oerr);
-			goto fail;
-		}
+		if (!(l->optout = ap_optout_open_reader(conf->optout_shm, oerr)))
+			ap_log_msg("worker %u: opt-out table not mapped yet: %s", w->id, oerr);
 	}
 	return l;
 fail:
@@ -141,6 +141,7 @@ int ap_worker_scrub_key(struct ap_worker *w, const struct ap_key *key)
 	if (w->sc_key == key)
 		return AP_OK;
 	ap_pseudo_free(&w->sc.ps);
+	ap_scrub_cache_flush(&w->sc); /* pseudonyms under the old key */
 	w->sc_key = NULL;
 	if (ap_pseudo_init(&w->sc.ps, key) != AP_OK)
 		return AP_ERR;
@@ -255,8 +256,23 @@ static void optout_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	AP_UNUSED(fd);
 	AP_UNUSED(what);
-	if (w->live->optout && ap_optout_refresh(w->live->optout, err) < 0)
-		ap_log_msg("worker %u: opt-out table: %s (the old mapping stays)", w->id, err);
+	struct ap_live *l = w->live;
+	int rc;
+
+	if (!l->conf->optout_shm)
+		return;
+	if (!l->optout) {
+		if ((l->optout = ap_optout_open_reader(l->conf->optout_shm, err)))
+			ap_log_msg("worker %u: opt-out table mapped", w->id);
+		return;
+	}
+	/* Said once when it starts failing, once when it recovers: not every second. */
+	rc = ap_optout_refresh(l->optout, err);
+	if (rc < 0 && !w->optout_failing)
+		ap_log_msg("worker %u: opt-out table: %s; the mapping in use stays", w->id, err);
+	else if (rc >= 0 && w->optout_failing)
+		ap_log_msg("worker %u: opt-out table followed again", w->id);
+	w->optout_failing = rc < 0;
 }
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -299,6 +315,9 @@ static int reload(struct ap_worker *w, const char *text, size_t len, const char 
 	w->access_fd = fd;
 	ap_live_unref(w->live);
 	w->live = l;
+	/* Cached pseudonyms are keyed by action addresses, which the new configuration's
+	 * rulesets may reuse. */
+	ap_scrub_cache_flush(&w->sc);
 	return AP_OK;
 }
 

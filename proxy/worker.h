@@ -53,7 +53,8 @@ struct ap_live {
 	size_t nups;
 	unsigned *route_slot;     /* metrics slot of each route */
 	SSL_CTX *tls_listen;      /* NULL: no TLS listener configured */
-	struct ap_optout *optout; /* the opt-out table, mapped read-only; NULL: none */
+	struct ap_optout *optout; /* the opt-out table, mapped read-only; NULL: none, or not
+	                             mapped yet (conf->optout_shm says which) */
 };
 
 struct ap_worker {
@@ -78,6 +79,7 @@ struct ap_worker {
 	struct ap_buf ctl_in;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *optout_timer; /* remaps the opt-out table when a writer replaced it */
+	bool optout_failing;
 	bool inspect;
 	bool inspect_color;
 	int access_fd;      /* -1: access log off */

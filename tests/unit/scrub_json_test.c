@@ -712,3 +712,24 @@ Test(scrub_json, oracle_random_documents)
 	cr_assert(planted > 2000, "the generator planted too few identifiers (%u)", planted);
 	free(g.p);
 }
+
+/* The cache across requests: a value hashed in one request is served from it in the
+ * next, with the same pseudonym; a flush (a reload) forgets it. */
+Test(scrub_json, pseudonym_cache_across_requests)
+{
+	char first[256];
+
+	snprintf(first, sizeof(first), "%s", scrub("{\"imei\":\"356938035643809\"}"));
+	cr_assert_eq(sc.st.hashed, 1);
+	cr_assert_eq(sc.st.cache_hits, 0);
+	cr_assert_str_eq(scrub("{\"imei\":\"356938035643809\"}"), first);
+	cr_assert_eq(sc.st.hashed, 0, "the second request hashes nothing");
+	cr_assert_eq(sc.st.cache_hits, 1);
+	/* Another value, or the same value under another rule, is not a hit. */
+	scrub("{\"imei\":\"356938035643817\",\"meid\":\"356938035643809\"}");
+	cr_assert_eq(sc.st.hashed, 1, "meid shares imei's class entry, so it is a hit");
+	ap_scrub_cache_flush(&sc);
+	cr_assert_str_eq(scrub("{\"imei\":\"356938035643809\"}"), first);
+	cr_assert_eq(sc.st.hashed, 1, "flushed: hashed again");
+	cr_assert_eq(sc.st.cache_hits, 0);
+}
