@@ -166,7 +166,7 @@ int ap_sign_finish(struct ap_scrub *sc, struct ap_buf *out, enum ap_sign_fmt fmt
 	const struct ap_ruleset *rs = sc->rs;
 	char text[AP_SIGNERS_MAX][52];
 	size_t tlen[AP_SIGNERS_MAX];
-	bool todo[AP_SIGNERS_MAX] = {false};
+	bool pending[AP_SIGNERS_MAX] = {false};
 
 	if (!r->on)
 		return AP_OK;
@@ -208,17 +208,17 @@ int ap_sign_finish(struct ap_scrub *sc, struct ap_buf *out, enum ap_sign_fmt fmt
 		if (t[0] == '"')
 			t[tl++] = '"';
 		tlen[i] = tl;
-		todo[i] = true;
+		pending[i] = true;
 	}
 	/* Last in the output first, so the offsets of the others still hold. */
 	for (;;) {
 		int best = -1;
 		for (unsigned i = 0; i < rs->nsigners; i++)
-			if (todo[i] && (best < 0 || r->sig[i].pos > r->sig[best].pos))
+			if (pending[i] && (best < 0 || r->sig[i].pos > r->sig[best].pos))
 				best = (int)i;
 		if (best < 0)
 			break;
-		todo[best] = false;
+		pending[best] = false;
 		if (splice(out, r->base + r->sig[best].pos, r->sig[best].len, text[best],
 		           tlen[best]) != AP_OK)
 			return ap_scrub_fail(sc, "out of memory", 0);

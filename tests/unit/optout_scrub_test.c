@@ -110,7 +110,8 @@ Test(optout_scrub, batch_drops_only_opted_out_users)
 Test(optout_scrub, every_event_dropped_is_counted)
 {
 	run(0, "{\"batch\":[{\"user_id\":\"alice\"},{\"user_id\":\"eve\"}],\"sentAt\":1}");
-	cr_assert_eq(sc.events, 2, "a wrapper around events is not an event itself (%u)", sc.events);
+	cr_assert_eq(sc.events, 2, "a wrapper around events is not an event itself (%u)",
+	             sc.events);
 	cr_assert_eq(sc.events_dropped, 2, "so the request has nothing left");
 	run(0, "{\"batch\":[{\"user_id\":\"alice\"},{\"user_id\":\"bob\"}],\"sentAt\":1}");
 	cr_assert_eq(sc.events, 2);
