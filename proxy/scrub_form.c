@@ -66,30 +66,13 @@ static bool pct_valid(const char *p, size_t n)
 	return true;
 }
 
+/* A replaced form value is written the way a form encoder writes one: unreserved bytes
+ * literal, a space as '+', everything else %XX in upper case. */
 static int pct_encode(const char *p, size_t n, struct ap_buf *out)
 {
-	static const char hex[] = "0123456789ABCDEF";
+	static const struct ap_pct_style form = {.plus_space = true};
 
-	if (ap_buf_reserve(out, n * 3) != AP_OK)
-		return AP_ERR;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		char *d = out->p + out->len;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '.' || c == '_' || c == '~') {
-			d[0] = (char)c;
-			out->len++;
-		} else if (c == ' ') {
-			d[0] = '+';
-			out->len++;
-		} else {
-			d[0] = '%';
-			d[1] = hex[c >> 4];
-			d[2] = hex[c & 15];
-			out->len += 3;
-		}
-	}
-	return AP_OK;
+	return ap_pct_encode(p, n, out, &form);
 }
 
 static int flush(struct fscan *f, const char *upto)
