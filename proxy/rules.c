@@ -294,7 +294,8 @@ int ap_ruleset_variants(struct ap_ruleset *rs)
 			free(x);
 			return AP_ERR;
 		}
-		memcpy(x->fields, rs->fields, rs->nfields * sizeof(*x->fields));
+		if (rs->nfields) /* a ruleset may have no fields: fields is NULL */
+			memcpy(x->fields, rs->fields, rs->nfields * sizeof(*x->fields));
 		for (unsigned i = 0; i < rs->nfields; i++)
 			if (!x->fields[i].ncodec)
 				x->fields[i].act = variant_act(rs, v, x->fields[i].act);
