@@ -497,6 +497,16 @@ int ap_master_run(struct ap_master *m, long workers)
 		fprintf(stderr, "anonproxy: at most %d listen addresses\n", LISTEN_MAX);
 		return 1;
 	}
+	/* The admin listener is bound before the proxy's: once the proxy port accepts a
+	 * connection, /healthz and /metrics answer too (a probe or a test may rely on it). */
+	if (!(m->base = event_base_new())) {
+		fprintf(stderr, "anonproxy: cannot make an event base\n");
+		return 1;
+	}
+	if (m->conf->admin_listen && !(m->admin = ap_admin_start(m, err))) {
+		fprintf(stderr, "anonproxy: %s\n", err);
+		return 1;
+	}
 	for (unsigned i = 0; i < m->nworkers; i++) {
 		struct ap_wproc *wp = &m->w[i];
 		wp->id = i;
@@ -514,14 +524,6 @@ int ap_master_run(struct ap_master *m, long workers)
 			wp->fds[wp->nfds] = fd;
 			wp->tls[wp->nfds++] = tls;
 		}
-	}
-	if (!(m->base = event_base_new())) {
-		fprintf(stderr, "anonproxy: cannot make an event base\n");
-		return 1;
-	}
-	if (m->conf->admin_listen && !(m->admin = ap_admin_start(m, err))) {
-		fprintf(stderr, "anonproxy: %s\n", err);
-		return 1;
 	}
 	for (int i = 0; i < 4; i++) {
 		m->sigs[i] = evsignal_new(m->base, signums[i],
