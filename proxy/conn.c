@@ -314,8 +314,9 @@ static void rebase(struct ap_conn *c, const char *base)
 	c->head_base = base;
 }
 
-/* The path for the access log: segments a detector recognises become ":id", the query
- * keeps its keys and loses its values. */
+/* The path for the access log: segments a detector recognises, and segments with escapes
+ * (which the detectors would have to decode), become ":id"; the query keeps its keys and
+ * loses its values. */
 static void log_path(struct ap_conn *c)
 {
 	const struct ap_http_req *r = &c->req;
@@ -325,7 +326,8 @@ static void log_path(struct ap_conn *c)
 	while (p < e && o < end) {
 		const char *s = memchr(p + 1, '/', (size_t)(e - p - 1));
 		size_t n = (size_t)((s ? s : e) - p);
-		if (n > 1 && ap_detect(p + 1, n - 1, AP_DET_ALL, false) != AP_CLASS_NONE) {
+		if (n > 1 && (ap_detect(p + 1, n - 1, AP_DET_ALL, false) != AP_CLASS_NONE ||
+		              memchr(p + 1, '%', n - 1))) {
 			o += snprintf(o, (size_t)(end - o + 1), "/:id");
 		} else {
 			size_t k = n < (size_t)(end - o) ? n : (size_t)(end - o);
@@ -697,10 +699,16 @@ static void process(struct ap_conn *c, struct ap_span body)
 		}
 	}
 
-	/* The request line, with the query scrubbed. */
+	/* The request line, with the path and the query scrubbed. */
 	evbuffer_add(fwd, r->method.p, r->method.n);
 	evbuffer_add(fwd, " ", 1);
-	evbuffer_add(fwd, r->path.p, r->path.n);
+	ap_buf_clear(out);
+	if (ap_scrub_path(sc, r->path, out, &changed) != AP_OK)
+		goto refused;
+	if (changed)
+		evbuffer_add(fwd, out->p, out->len);
+	else
+		evbuffer_add(fwd, r->path.p, r->path.n);
 	if (r->query.n) {
 		ap_buf_clear(out);
 		if (ap_scrub_query(sc, r->query, out, &changed) != AP_OK)

@@ -96,7 +96,7 @@ void ap_log_inspect_begin(struct ap_worker *w, const char *method, const char *p
 
 void ap_log_finding(struct ap_worker *w, const struct ap_finding *f)
 {
-	static const char *const where[] = {"body", "query", "header"};
+	static const char *const where[] = {"body", "query", "header", "path"};
 	static const char *const colour[AP_ACT_MAX] = {
 	        [AP_ACT_KEEP] = "\033[36m",        [AP_ACT_DROP] = "\033[31m",
 	        [AP_ACT_HASH] = "\033[32m",        [AP_ACT_MASK] = "\033[33m",

@@ -38,6 +38,7 @@ enum ap_where {
 	AP_WHERE_BODY = 0,
 	AP_WHERE_QUERY,
 	AP_WHERE_HEADER,
+	AP_WHERE_PATH,
 };
 
 /* One identifier found and what was done to it, for anonctl and --inspect. Every
@@ -235,6 +236,12 @@ int ap_scrub_protobuf(struct ap_scrub *sc, const struct ap_pb_node *root, struct
 
 /* The query string (without '?'): form rules, percent-decoding, '+' as space. */
 int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
+
+/* The path of the request target (without the query): a segment the ruleset's detectors
+ * recognise, whole and percent-decoded, is replaced by its class's action (a pseudonym,
+ * percent-encoded; "-" for drop). Sets *changed when <out> holds the new path. Only
+ * memory fails it. */
+int ap_scrub_path(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed);
 
 /* One header value under the ruleset's header rules. Sets *drop when the header must be
  * removed, else *changed when <out> holds the new value. X-Forwarded-For and X-Real-IP

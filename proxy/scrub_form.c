@@ -361,3 +361,111 @@ int ap_scrub_query(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, b
 	sc->where = where;
 	return rc;
 }
+
+/* The path: each segment a detector of the ruleset recognises, whole and percent-decoded,
+ * gets its class's action. A pseudonym is written percent-encoded as a path segment;
+ * `drop` cannot remove a segment without changing the resource, so the segment becomes
+ * "-"; `keep` leaves it. Nothing else is touched: dot segments, empty segments and escapes
+ * stay as sent. A segment with a bad escape is matched as it is written. */
+int ap_scrub_path(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bool *changed)
+{
+	struct ap_level *lv = &sc->lv[0];
+	enum ap_where where = sc->where;
+	size_t plen = sc->pathlen;
+	const char *p = in.p, *e = in.p + in.n, *copied = in.p;
+	int rc = AP_OK;
+	size_t idx = 0;
+
+	*changed = false;
+	if (!sc->rs->path || !sc->rs->detect || in.n == 0)
+		return AP_OK;
+	sc->where = AP_WHERE_PATH;
+	if (sc->finding_cb)
+		ap_scrub_path_key(sc, "path:", 5);
+	while (p < e) {
+		const char *s = p, *se;
+		const struct ap_action *act;
+		const char *v;
+		size_t vn;
+		long dn;
+		bool num;
+		/* a pseudonym is written with the bytes the segment had literally kept literal */
+		struct ap_pct_style style = {.plus_space = false};
+
+		while (s < e && *s == '/')
+			s++;
+		se = memchr(s, '/', (size_t)(e - s));
+		se = se ? se : e;
+		p = se;
+		if (se == s)
+			continue;
+		idx++;
+		if ((size_t)(se - s) > 256) /* no identifier is longer */
+			continue;
+		v = s;
+		vn = (size_t)(se - s);
+		if (memchr(s, '%', vn)) {
+			ap_buf_clear(&lv->val);
+			if (ap_buf_reserve(&lv->val, vn) != AP_OK) {
+				rc = ap_scrub_fail(sc, "out of memory", 0);
+				break;
+			}
+			/* in a path '+' is a '+', not a space */
+			dn = 0;
+			for (const char *q = s; q < se; q++) {
+				int h, l;
+				if (*q == '%' && se - q >= 3 &&
+				    (h = hexdig((unsigned char)q[1])) >= 0 &&
+				    (l = hexdig((unsigned char)q[2])) >= 0) {
+					lv->val.p[dn++] = (char)(h << 4 | l);
+					q += 2;
+				} else {
+					lv->val.p[dn++] = *q;
+					style.literal[(unsigned char)*q >> 6] |= 1ULL << (*q & 63);
+				}
+			}
+			v = lv->val.p;
+			vn = (size_t)dn;
+		}
+		if (!(act = ap_scrub_detect(sc, v, vn, false)))
+			continue;
+		if (v == s)
+			for (const char *q = s; q < se; q++)
+				style.literal[(unsigned char)*q >> 6] |= 1ULL << (*q & 63);
+		if (sc->finding_cb) {
+			ap_scrub_path_pop(sc, plen);
+			ap_scrub_path_key(sc, "path:", 5);
+			ap_scrub_path_idx(sc, idx - 1);
+		}
+		if (act->act == AP_ACT_KEEP) {
+			ap_scrub_found(sc, act, v, vn, true);
+			continue;
+		}
+		if (ap_buf_add(out, copied, (size_t)(s - copied)) != AP_OK) {
+			rc = ap_scrub_fail(sc, "out of memory", 0);
+			break;
+		}
+		copied = se;
+		*changed = true;
+		if (act->act == AP_ACT_DROP) {
+			ap_scrub_found(sc, act, v, vn, true);
+			if (ap_buf_addc(out, '-') != AP_OK) {
+				rc = ap_scrub_fail(sc, "out of memory", 0);
+				break;
+			}
+			continue;
+		}
+		ap_buf_clear(&lv->rep);
+		if (ap_scrub_apply(sc, act, v, vn, false, true, &lv->rep, &num) != AP_OK ||
+		    ap_pct_encode(lv->rep.p, lv->rep.len, out, &style) != AP_OK) {
+			rc = ap_scrub_fail(sc, "out of memory", 0);
+			break;
+		}
+	}
+	if (rc == AP_OK && *changed && ap_buf_add(out, copied, (size_t)(e - copied)) != AP_OK)
+		rc = ap_scrub_fail(sc, "out of memory", 0);
+	if (sc->finding_cb)
+		ap_scrub_path_pop(sc, plen);
+	sc->where = where;
+	return rc;
+}

@@ -44,7 +44,7 @@ struct tally {
 
 static void finding_cb(void *arg, const struct ap_finding *f)
 {
-	static const char *const where[] = {"body", "query", "header"};
+	static const char *const where[] = {"body", "query", "header", "path"};
 	struct tally *t = arg;
 
 	t->n++;
@@ -152,7 +152,12 @@ static int cmd_scrub(int argc, char **argv)
 	fprintf(stderr, "route: %s%s -> upstream %s, ruleset %s\n", route->host ? route->host : "*",
 	        route->path, route->upstream->name, route->ruleset->name);
 
-	/* The query and the headers first, as the proxy does, then the body. */
+	/* The path, the query and the headers first, as the proxy does, then the body. */
+	if (ap_scrub_path(&sc, path, &out, &changed) != AP_OK)
+		goto refused_400;
+	if (changed)
+		fprintf(stderr, "path: %.*s\n", (int)out.len, out.p);
+	ap_buf_clear(&out);
 	if (ap_scrub_query(&sc, query, &out, &changed) != AP_OK)
 		goto refused_400;
 	if (changed)

@@ -287,6 +287,19 @@ write(c, "POST", "/sa?project=production", "sa.example.cn",
       [("Content-Type", "application/x-www-form-urlencoded")],
       form([("crc", "-1297832413"), ("gzip", "1"), ("data_list", blob)]))
 
+# ---- A device registration with identifiers in the URL path (in-house push/ingest APIs
+# address the device by IMEI, MAC or advertising id): /v2/devices/<imei>/push/<mac>.
+c = "device_path.http"
+p_imei = plant(c, "imei", luhn("35209900176148"), "path segment 3")
+p_mac = plant(c, "mac", "A0:C5:89:3E:4F:17", "path segment 5, percent-encoded")
+p_gaid = plant(c, "gaid", "5a1d3c7e-2b4f-4e6a-9c8d-7f0e1a2b3c4d", "path segment 7")
+p_tok = plant(c, "push_token", "f3c8e21a9b7d4c05e6a1f2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3",
+              "$.push_token")
+write(c, "PUT", "/v2/devices/%s/push/%s/ad/%s?platform=android" %
+      (p_imei, urllib.parse.quote(p_mac, safe=""), p_gaid),
+      "push.example.com", [("Content-Type", "application/json")],
+      js({"push_token": p_tok, "platform": "android", "enabled": True}))
+
 with open(os.path.join(HERE, "manifest.tsv"), "w") as f:
     f.write("# Planted identifiers, written by make_corpus.py: capture, class, value, where.\n"
             "# tests/integration/leak_test.c asserts that none reaches the upstream in any form.\n")

@@ -4,7 +4,10 @@
  *   2. what it accepts, scrubbed again, is accepted again, with no more pairs;
  *   3. no decoded value of an "imei" pair (nested "f" forms included) survives as a decoded
  *      value anywhere in the output, unless the input also had it where no rule rewrites;
- *   4. a refusal has a reason, and an unchanged result writes nothing.
+ *   4. a refusal has a reason, and an unchanged result writes nothing;
+ *   5. as a URL path: never refused; the same number of '/'; a segment the ruleset acts on
+ *      (decoded by the test's own path decoder) is rewritten, every other one is copied
+ *      byte for byte.
  * The classes a number can be detected as (IMEI, MEID, IMSI, ICCID) are hashed in the
  * preserve format, as conf/anonproxy.json does: with a hex pseudonym, a number under a
  * codec key inside a nested JSON document becomes a string that the codec then cannot
@@ -255,6 +258,64 @@ static int scrub(bool query, const char *p, size_t n, struct ap_buf *o, bool *ch
 	             : ap_scrub_form(&sc, (struct ap_span){p, n}, o, changed);
 }
 
+/* A path segment as the detectors see it: escapes decoded where they are valid, '+' kept. */
+static size_t path_unesc(const char *s, size_t n, char *o)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%' && i + 2 < n && hexv((unsigned char)s[i + 1]) >= 0 &&
+		    hexv((unsigned char)s[i + 2]) >= 0) {
+			o[j++] = (char)(hexv((unsigned char)s[i + 1]) * 16 +
+			                hexv((unsigned char)s[i + 2]));
+			i += 2;
+		} else
+			o[j++] = s[i];
+	}
+	return j;
+}
+
+static void check_path(const char *in, size_t n)
+{
+	bool changed;
+	struct ap_span res;
+	const char *p, *q, *pe, *qe;
+	char *dec = malloc(n + 1);
+
+	if (!dec)
+		abort();
+	ap_scrub_begin(&sc, ap_conf_ruleset(conf, "r"), 64, 1 << 20);
+	ap_buf_clear(&out);
+	if (ap_scrub_path(&sc, (struct ap_span){in, n}, &out, &changed) != AP_OK)
+		fail("a path refused");
+	if (!changed && out.len)
+		fail("path unchanged but output written");
+	res = changed ? ap_buf_span(&out) : (struct ap_span){in, n};
+	p = in;
+	pe = in + n;
+	q = res.p;
+	qe = res.p + res.n;
+	for (;;) {
+		const char *ps = memchr(p, '/', (size_t)(pe - p)),
+		           *qs = memchr(q, '/', (size_t)(qe - q));
+		size_t pn = (size_t)((ps ? ps : pe) - p), qn = (size_t)((qs ? qs : qe) - q);
+		size_t dn = path_unesc(p, pn, dec);
+		bool acted = pn && pn <= 256 && ap_scrub_detect(&sc, dec, dn, false) &&
+		             ap_scrub_detect(&sc, dec, dn, false)->act != AP_ACT_KEEP;
+		if (!ps != !qs)
+			fail("a path segment added or lost");
+		if (acted && pn == qn && memcmp(p, q, pn) == 0)
+			fail("an identifier path segment survived");
+		if (!acted && (pn != qn || memcmp(p, q, pn) != 0))
+			fail("a path segment changed that no rule acts on");
+		if (!ps)
+			break;
+		p = ps + 1;
+		q = qs + 1;
+	}
+	free(dec);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *in = malloc(size ? size : 1);
@@ -316,6 +377,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sset_free(&planted);
 		sset_free(&kept);
 	}
+	check_path(in, size);
 	free(in);
 	return 0;
 }

@@ -182,6 +182,52 @@ Test(proxy, json_body_scrubbed_exact_bytes_upstream)
 	cr_assert_null(strstr(ht_err(E.proxy), IMEI));
 }
 
+/* An identifier that is a whole path segment is scrubbed too: the upstream gets the
+ * segment's pseudonym (the same the body would get), the rest of the path as sent. */
+Test(proxy, path_segments_scrubbed)
+{
+	struct ht_result *r;
+	struct ht_msg *m;
+	const char *raw, *seg;
+	size_t rl, el;
+	const char *want;
+
+	start_proxy(NULL, NULL);
+	r = post(ht_fmt("/v1/devices/%s/events/a4-5e-60-c2-17-9b?x=1", IMEI), "application/json",
+	         ht_fmt("\"%s\"", IMEI));
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200);
+	m = ht_rec_req(&E.up, 1);
+	raw = ht_rec_raw(&E.up, 1, &rl);
+	cr_assert_null(strstr(raw, IMEI), "the IMEI reached the upstream: %s", m->target);
+	cr_assert_null(strstr(raw, "a4-5e-60-c2-17-9b"));
+	/* the body, a JSON string holding the IMEI, says what its pseudonym is */
+	want = expected_body("application/json", "", ht_fmt("\"%s\"", IMEI), 17, &el);
+	cr_assert_eq(el, 18, "%.*s", (int)el, want);
+	seg = ht_fmt("/v1/devices/%.16s/events/", want + 1);
+	cr_assert_eq(strncmp(m->target, seg, strlen(seg)), 0, "%s", m->target);
+	cr_assert_str_eq(m->target + strlen(seg) + 16, "?x=1", "%s", m->target);
+
+	/* The access log (stderr here) shows neither: segments a detector recognises are
+	 * ":id", query values go, and a query name that is an identifier is ":id" too. */
+	r = post(ht_fmt("/q/%s?%s&imei=%s&a%%41=1", MAC, IMEI, IMEI), "application/json", "{}");
+	cr_assert_eq(r->resp[0].status, 200);
+	{
+		const char *log = NULL;
+		for (int i = 0; i < 100; i++) {
+			log = ht_err(E.proxy);
+			if (strstr(log, "/q/"))
+				break;
+			usleep(20000);
+		}
+		cr_assert_not_null(strstr(log, "/v1/devices/:id/events/:id?x="), "%s", log);
+		cr_assert_not_null(strstr(log, "/q/:id?:id&imei=&:id="), "%s", log);
+		cr_assert_null(strstr(log, IMEI), "%s", log);
+		cr_assert_null(strstr(log, MAC), "%s", log);
+		cr_assert_null(strstr(log, "a4-5e-60-c2-17-9b"), "%s", log);
+	}
+}
+
 Test(proxy, form_and_nested_base64_scrubbed)
 {
 	const char *json = ht_fmt("{\"imei\":\"%s\"}", IMEI);

@@ -1,6 +1,8 @@
 /* See testutil.h. Criterion runs each test in its own process, so the static state here
  * is per test. */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,4 +109,18 @@ void tu_cleanup(void)
 	unlink(path);
 	rmdir(tmpdir);
 	tmpdir[0] = 0;
+}
+
+void tu_hmac_hex(const struct ap_conf *c, const char *v, size_t n, char *hex, size_t len)
+{
+	unsigned char mac[32];
+	unsigned int ml = 32;
+	const struct ap_key *k = &c->keys.keys[c->keys.active];
+
+	cr_assert_leq(len, 64);
+	cr_assert_not_null(
+	        HMAC(EVP_sha256(), k->secret, (int)k->len, (const unsigned char *)v, n, mac, &ml));
+	for (size_t i = 0; i < len / 2; i++)
+		sprintf(hex + 2 * i, "%02x", mac[i]);
+	hex[len] = 0;
 }

@@ -27,4 +27,8 @@ const char *tu_guard(const void *p, size_t n);
 /* Removes the temporary directory tu_conf made. */
 void tu_cleanup(void);
 
+/* The first <len> hex digits (len <= 64, even) of HMAC-SHA256 of <v, n> under <c>'s active
+ * key, computed here with OpenSSL's one-shot HMAC, independently of pseudo.c. */
+void tu_hmac_hex(const struct ap_conf *c, const char *v, size_t n, char *hex, size_t len);
+
 #endif

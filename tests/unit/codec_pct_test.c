@@ -68,14 +68,7 @@ static const char *RULES =
 
 static void hmac_hex(const struct ap_conf *c, const char *v, char *hex, size_t len)
 {
-	unsigned char mac[32];
-	unsigned int ml = 32;
-	const struct ap_key *k = &c->keys.keys[c->keys.active];
-
-	HMAC(EVP_sha256(), k->secret, (int)k->len, (const unsigned char *)v, strlen(v), mac, &ml);
-	for (size_t i = 0; i < len / 2; i++)
-		sprintf(hex + 2 * i, "%02x", mac[i]);
-	hex[len] = 0;
+	tu_hmac_hex(c, v, strlen(v), hex, len);
 }
 
 #define IMEI "356938035643809"

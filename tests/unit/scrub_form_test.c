@@ -93,14 +93,7 @@ static const char *query(const char *in)
 
 static void hmac_hex(const char *v, size_t n, char *hex, size_t len)
 {
-	unsigned char mac[32];
-	unsigned int ml = 32;
-	const struct ap_key *k = &conf->keys.keys[conf->keys.active];
-
-	HMAC(EVP_sha256(), k->secret, (int)k->len, (const unsigned char *)v, n, mac, &ml);
-	for (size_t i = 0; i < len / 2; i++)
-		sprintf(hex + 2 * i, "%02x", mac[i]);
-	hex[len] = 0;
+	tu_hmac_hex(conf, v, n, hex, len);
 }
 
 /* ---- an independent form decoder ---- */
@@ -735,6 +728,122 @@ Test(scrub_form_detect, percent_encoded_identifiers_are_found)
 	cr_assert_eq(ap_scrub_form(&s, AP_SPAN("q=%ZZ"), &o, &ch), AP_ERR);
 	ap_buf_free(&o);
 	ap_scrub_free(&s);
+	ap_conf_free(c);
+}
+
+/* ---- the path of the request target ---- */
+
+/* ap_scrub_path on <in> under ruleset <c>: the new path, or <in> itself when unchanged. */
+static const char *path_of(struct ap_conf *c, const char *in)
+{
+	static char res[1024];
+	struct ap_scrub s;
+	struct ap_buf o = {0};
+	bool ch = true;
+	size_t n = strlen(in);
+	const char *g = tu_guard(in, n);
+
+	tu_scrub(&s, c, "r");
+	cr_assert_eq(ap_scrub_path(&s, (struct ap_span){g, n}, &o, &ch), AP_OK);
+	if (!ch)
+		cr_assert_eq(o.len, 0, "unchanged but output written");
+	snprintf(res, sizeof(res), "%.*s", ch ? (int)o.len : (int)n, ch ? o.p : in);
+	ap_buf_free(&o);
+	ap_scrub_free(&s);
+	return res;
+}
+
+static const char *PATH_RULES =
+        "\"detect\": [\"imei\", \"mac\", \"ip\", \"uuid\"],"
+        "\"classes\": {\"imei\": {\"action\": \"hash\", \"length\": 16}, \"mac\": \"drop\","
+        " \"ip\": \"truncate_ip\", \"adid\": \"keep\"}";
+
+Test(scrub_path, segments_detectors_recognise)
+{
+	struct ap_conf *c = tu_conf_ruleset(PATH_RULES);
+	char h[17], exp[256];
+
+	tu_hmac_hex(c, "356938035643809", 15, h, 16);
+	snprintf(exp, sizeof(exp), "/v1/devices/%s/events", h);
+	cr_assert_str_eq(path_of(c, "/v1/devices/356938035643809/events"), exp);
+	/* percent-encoded digits are decoded to be matched */
+	cr_assert_str_eq(path_of(c, "/v1/devices/35%36938035643809/events"), exp);
+	/* at the end, doubled slashes and a trailing slash kept */
+	snprintf(exp, sizeof(exp), "//d//%s/", h);
+	cr_assert_str_eq(path_of(c, "//d//356938035643809/"), exp);
+	snprintf(exp, sizeof(exp), "/%s", h);
+	cr_assert_str_eq(path_of(c, "/356938035643809"), exp);
+	/* drop cannot remove a segment: it becomes "-" */
+	cr_assert_str_eq(path_of(c, "/m/aa:bb:cc:dd:ee:ff/x"), "/m/-/x");
+	cr_assert_str_eq(path_of(c, "/m/aa%3Abb%3Acc%3Add%3Aee%3Aff"), "/m/-");
+	/* an address truncated, written back with its literal dots */
+	cr_assert_str_eq(path_of(c, "/ip/10.1.2.3/x"), "/ip/10.1.2.0/x");
+	/* keep, a part of a segment, a number that is no IMEI: untouched */
+	cr_assert_str_eq(path_of(c, "/u/123e4567-e89b-12d3-a456-426614174000"),
+	                 "/u/123e4567-e89b-12d3-a456-426614174000");
+	cr_assert_str_eq(path_of(c, "/x356938035643809/356938035643809.json"),
+	                 "/x356938035643809/356938035643809.json");
+	cr_assert_str_eq(path_of(c, "/orders/356938035643808"), "/orders/356938035643808");
+	/* a bad escape is matched as written, never refused: the path is not a form */
+	cr_assert_str_eq(path_of(c, "/a/%ZZ/%4"), "/a/%ZZ/%4");
+	cr_assert_str_eq(path_of(c, "/"), "/");
+	cr_assert_str_eq(path_of(c, "*"), "*");
+	ap_conf_free(c);
+}
+
+Test(scrub_path, off_or_without_detectors)
+{
+	struct ap_conf *off = tu_conf_ruleset(
+	        "\"path\": false, \"detect\": [\"imei\"], \"classes\": {\"imei\": \"drop\"}");
+	struct ap_conf *none = tu_conf_ruleset(
+	        "\"fields\": [{\"class\": \"imei\", \"keys\": [\"imei\"], \"action\": \"drop\"}]");
+
+	cr_assert_str_eq(path_of(off, "/d/356938035643809"), "/d/356938035643809");
+	cr_assert_str_eq(path_of(none, "/d/356938035643809"), "/d/356938035643809");
+	ap_conf_free(off);
+	ap_conf_free(none);
+}
+
+/* The IMEI placed at every offset of a path of filler segments, between every pair of
+ * separators: found whole each time, and nothing else changed. */
+Test(scrub_path, every_position)
+{
+	struct ap_conf *c = tu_conf_ruleset(PATH_RULES);
+	char h[17], in[256], exp[256];
+
+	tu_hmac_hex(c, "356938035643809", 15, h, 16);
+	for (int before = 0; before < 6; before++)
+		for (int after = 0; after < 6; after++) {
+			int n = 0, m = 0;
+			for (int i = 0; i < before; i++) {
+				n += snprintf(in + n, sizeof(in) - n, "/s%d", i);
+				m += snprintf(exp + m, sizeof(exp) - m, "/s%d", i);
+			}
+			n += snprintf(in + n, sizeof(in) - n, "/356938035643809");
+			m += snprintf(exp + m, sizeof(exp) - m, "/%s", h);
+			for (int i = 0; i < after; i++) {
+				n += snprintf(in + n, sizeof(in) - n, "/t%d", i);
+				m += snprintf(exp + m, sizeof(exp) - m, "/t%d", i);
+			}
+			cr_assert_str_eq(path_of(c, in), exp);
+		}
+	/* and every prefix of one path: no read past its end, each prefix's own result */
+	{
+		const char *full = "/v/356938035643809/aa:bb:cc:dd:ee:ff";
+		for (size_t n = 0; n <= strlen(full); n++) {
+			char *pre = strndup(full, n);
+			const char *r = path_of(c, pre);
+			/* 14 digits and more are an IMEI or MEID to the detector */
+			if (n < 3 + 14) {
+				cr_assert_str_eq(r, pre);
+			} else {
+				char *seg = strndup(pre + 3, n - 3 < 15 ? n - 3 : 15);
+				cr_assert_null(strstr(r, seg), "%s", r);
+				free(seg);
+			}
+			free(pre);
+		}
+	}
 	ap_conf_free(c);
 }
 
