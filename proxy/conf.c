@@ -1086,22 +1086,24 @@ static int parse_user(struct cctx *x, json_t *user, json_t *events, struct ap_ru
 
 static int parse_ruleset(struct cctx *x, const char *name, json_t *o, struct ap_ruleset *rs)
 {
-	static const char *const allowed[] = {"detect", "classes",   "fields", "headers",
-	                                      "query",  "path",      "strict", "user",
-	                                      "events", "scan_keys", NULL};
+	static const char *const allowed[] = {"detect", "classes", "fields",         "headers",
+	                                      "query",  "path",    "detect_in_text", "strict",
+	                                      "user",   "events",  "scan_keys",      NULL};
 	json_t *detect = json_object_get(o, "detect"), *classes = json_object_get(o, "classes");
 	json_t *fields = json_object_get(o, "fields"), *headers = json_object_get(o, "headers");
 	size_t nkeys = 0, npaths = 0, nh;
-	bool query = true, path = true, scan_keys = true;
+	bool query = true, path = true, text = false, scan_keys = true;
 
 	rs->name = dupstr(name);
 	if (need_object(x, o) != AP_OK || only_keys(x, o, allowed) != AP_OK)
 		return AP_ERR;
 	if (get_bool(x, o, "query", &query) != AP_OK || get_bool(x, o, "path", &path) != AP_OK ||
+	    get_bool(x, o, "detect_in_text", &text) != AP_OK ||
 	    get_bool(x, o, "scan_keys", &scan_keys))
 		return AP_ERR;
 	rs->query = query;
 	rs->path = path;
+	rs->detect_text = text;
 	rs->scrub_keys = scan_keys;
 	if (parse_user(x, json_object_get(o, "user"), json_object_get(o, "events"), rs) != AP_OK)
 		return AP_ERR;
@@ -1435,6 +1437,7 @@ static int compile_profile(struct cctx *x, const struct ap_ruleset *base,
 	}
 	rs->query = base->query;
 	rs->path = base->path;
+	rs->detect_text = base->detect_text;
 	rs->scrub_keys = base->scrub_keys;
 	rs->detect = base->detect;
 	rs->strict = NULL;

@@ -214,6 +214,7 @@ struct ap_ruleset {
 	bool scrub_keys;                          /* run the detectors over object keys too */
 	bool query;                               /* scrub the query string */
 	bool path;                                /* scrub path segments detectors recognise */
+	bool detect_text;                         /* run the detectors over words in text */
 
 	const struct ap_ruleset *strict; /* the variant for minors; NULL: this one */
 	struct ap_user_rules *user;      /* NULL: no per-user opt-outs on this ruleset */

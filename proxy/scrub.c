@@ -202,6 +202,98 @@ const struct ap_action *ap_scrub_detect(struct ap_scrub *sc, const char *v, size
 	return &rs->class_act[c];
 }
 
+/* ---- identifiers inside text ---- */
+
+/* Bytes an identifier is written with: digits, letters, and ":.-+@_" (MACs, IPs, UUIDs,
+ * phone numbers, e-mail addresses). Anything else ends a token. */
+static bool text_char[256];
+
+static void text_init(void)
+{
+	static const char tok[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                          ":.-+@_";
+	for (const char *t = tok; *t; t++)
+		text_char[(unsigned char)*t] = true;
+}
+
+/* The part of token [s, e) a detector recognises: the token without the '.' and ':' that
+ * end a sentence or start a label, or, failing that, what follows one of its first four
+ * ':' or '=' ("imei:3569…", "mac:aa:bb:…"). Sets *act; NULL when nothing matched. */
+static const char *text_match(struct ap_scrub *sc, const char *s, const char *e, size_t *n,
+                              const struct ap_action **act)
+{
+	unsigned seps = 0;
+
+	while (s < e && (*s == '.' || *s == ':'))
+		s++;
+	while (e > s && (e[-1] == '.' || e[-1] == ':'))
+		e--;
+	if (e - s < 6) /* the detectors' shortest: "a@b.cc" */
+		return NULL;
+	if ((*act = ap_scrub_detect(sc, s, (size_t)(e - s), false))) {
+		*n = (size_t)(e - s);
+		return s;
+	}
+	for (const char *c = s; c < e && seps < 4; c++) {
+		if (*c != ':' && *c != '=')
+			continue;
+		seps++;
+		if (e - c - 1 >= 6 &&
+		    (*act = ap_scrub_detect(sc, c + 1, (size_t)(e - c - 1), false))) {
+			*n = (size_t)(e - c - 1);
+			return c + 1;
+		}
+	}
+	return NULL;
+}
+
+int ap_scrub_text(struct ap_scrub *sc, const char *v, size_t n, struct ap_buf *out, bool *changed)
+{
+	const char *p = v, *e = v + n, *copied = v;
+	size_t before = out->len;
+
+	*changed = false;
+	if (!sc->rs->detect_text || !sc->rs->detect || n < 6)
+		return AP_OK;
+	if (!text_char['0'])
+		text_init();
+	while (p < e) {
+		const char *s, *m;
+		const struct ap_action *act;
+		size_t mn;
+		bool num;
+
+		while (p < e && !text_char[(unsigned char)*p])
+			p++;
+		s = p;
+		while (p < e && text_char[(unsigned char)*p])
+			p++;
+		if (!(m = text_match(sc, s, p, &mn, &act)))
+			continue;
+		if (act->act == AP_ACT_KEEP) {
+			ap_scrub_found(sc, act, m, mn, true);
+			continue;
+		}
+		if (ap_buf_add(out, copied, (size_t)(m - copied)) != AP_OK)
+			goto nomem;
+		copied = m + mn;
+		*changed = true;
+		if (act->act == AP_ACT_DROP)
+			ap_scrub_found(sc, act, m, mn, true);
+		else if (ap_scrub_apply(sc, act, m, mn, false, true, out, &num) != AP_OK)
+			goto nomem;
+	}
+	if (*changed && ap_buf_add(out, copied, (size_t)(e - copied)) != AP_OK)
+		goto nomem;
+	if (!*changed)
+		out->len = before;
+	return AP_OK;
+nomem:
+	out->len = before;
+	*changed = false;
+	return ap_scrub_fail(sc, "out of memory", 0);
+}
+
 /* ---- the pseudonym cache across requests ---- */
 
 void ap_scrub_cache_flush(struct ap_scrub *sc)

@@ -252,6 +252,13 @@ int ap_scrub_header(struct ap_scrub *sc, struct ap_span name, struct ap_span val
 
 /* ---- shared by the format scrubbers (scrub.c) ---- */
 
+/* Identifiers inside a decoded text value no rule named and no detector recognised whole
+ * (ruleset "detect_in_text"): each run of identifier characters ("device 3569… failed",
+ * "imei:3569…", "(aa:bb:cc:dd:ee:ff)") that a detector recognises is replaced by its
+ * class's action, removed for drop. When anything was, appends the new text to <out> and
+ * sets *changed; otherwise <out> is left as it was. AP_ERR only for memory. */
+int ap_scrub_text(struct ap_scrub *sc, const char *v, size_t n, struct ap_buf *out, bool *changed);
+
 /* Applies field <f> (an action) to the decoded scalar <v, n>, through the memo. Appends
  * the decoded replacement to <out> (and sets *numeric_out, see ap_action_apply) and
  * records the finding. <detected> marks a value found by a detector. Returns AP_OK or

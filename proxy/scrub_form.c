@@ -122,12 +122,18 @@ static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v,
 		if (!ch)
 			return AP_OK;
 	} else {
-		if (fl)
+		if (fl) {
 			act = &fl->act;
-		else if ((act = ap_scrub_detect(sc, lv->val.p, lv->val.len, false)))
+		} else if ((act = ap_scrub_detect(sc, lv->val.p, lv->val.len, false))) {
 			detected = true;
-		else
-			return AP_OK;
+		} else {
+			bool ch = false;
+			if (ap_scrub_text(sc, lv->val.p, lv->val.len, &lv->rep, &ch) != AP_OK)
+				return AP_ERR;
+			if (!ch)
+				return AP_OK;
+			goto write;
+		}
 		if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
 			ap_scrub_found(sc, act, lv->val.p, lv->val.len, detected);
 			*drop = act->act == AP_ACT_DROP;
@@ -137,6 +143,7 @@ static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v,
 		                   &num) != AP_OK)
 			return ap_scrub_fail(sc, "out of memory", 0);
 	}
+write:
 	if (flush(f, v) != AP_OK || (!has_eq && lv->rep.len && ap_buf_addc(f->out, '=') != AP_OK))
 		return ap_scrub_fail(sc, "out of memory", 0);
 	f->rep_pos = f->out->len;

@@ -117,12 +117,21 @@ static const char *string_value(struct jscan *j, const char *p, const struct ap_
 			return NULL;
 		return e;
 	}
-	if (rule)
+	if (rule) {
 		act = &rule->act;
-	else if (!(act = ap_scrub_detect(j->sc, v, n, false)))
-		return e;
-	else
+	} else if ((act = ap_scrub_detect(j->sc, v, n, false))) {
 		detected = true;
+	} else {
+		bool ch = false;
+		if (!j->rs->detect_text)
+			return e;
+		ap_buf_clear(&lv->rep);
+		if (ap_scrub_text(j->sc, v, n, &lv->rep, &ch) != AP_OK)
+			return NULL;
+		if (ch && replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
+			return NULL;
+		return e;
+	}
 	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
 		ap_scrub_found(j->sc, act, v, n, detected);
 		*drop = act->act == AP_ACT_DROP;

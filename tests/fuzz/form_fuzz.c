@@ -31,6 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char CONF[] =
         "{\"keys\": {\"active\": \"f\", \"files\": {\"f\": \"fuzz.key\"}},"
         " \"rulesets\": {\"r\": {"
+        "  \"detect_in_text\": true,"
         "  \"detect\": [\"imei\", \"imsi\", \"iccid\", \"mac\", \"uuid\", \"ip\", \"phone\", "
         "\"email\"],"
         "  \"classes\": {\"imei\": {\"action\": \"hash\", \"format\": \"preserve\"},"

@@ -36,6 +36,7 @@ static const char CONF[] =
         "{\"keys\": {\"active\": \"f\", \"files\": {\"f\": \"fuzz.key\"}},"
         " \"limits\": {\"json_depth\": 64},"
         " \"rulesets\": {\"r\": {"
+        "  \"detect_in_text\": true,"
         "  \"detect\": [\"imei\", \"imsi\", \"iccid\", \"mac\", \"uuid\", \"ip\", \"phone\", "
         "\"email\"],"
         "  \"classes\": {\"imei\": {\"action\": \"hash\", \"length\": 64}},"
