@@ -1327,7 +1327,8 @@ static bool add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /* A certificate for <key> named <cn>; self-signed when <issuer> is NULL. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key)
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
+                       const char *san)
 {
 	X509 *x = X509_new();
 	BIGNUM *bn = BN_new();
@@ -1354,8 +1355,7 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
 			     add_ext(x, &v3, NID_key_usage, "critical,digitalSignature") &&
 			     add_ext(x, &v3, NID_ext_key_usage, "serverAuth") &&
 			     add_ext(x, &v3, NID_authority_key_identifier, "keyid:always") &&
-			     add_ext(x, &v3, NID_subject_alt_name,
-			             "IP:127.0.0.1,IP:::1,DNS:localhost");
+			     add_ext(x, &v3, NID_subject_alt_name, san);
 		else
 			ok = ok && add_ext(x, &v3, NID_basic_constraints, "critical,CA:TRUE") &&
 			     add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
@@ -1387,9 +1387,14 @@ static bool write_pem(const char *path, X509 *x, EVP_PKEY *key)
 
 bool ht_make_certs(const char *dir, const char *cn, struct ht_certs *out)
 {
+	return ht_make_certs_san(dir, cn, "IP:127.0.0.1,IP:::1,DNS:localhost", out);
+}
+
+bool ht_make_certs_san(const char *dir, const char *cn, const char *san, struct ht_certs *out)
+{
 	EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *key = EVP_EC_gen("P-256");
-	X509 *ca = ca_key ? make_cert(ca_key, cn, NULL, NULL) : NULL;
-	X509 *crt = ca && key ? make_cert(key, "127.0.0.1", ca, ca_key) : NULL;
+	X509 *ca = ca_key ? make_cert(ca_key, cn, NULL, NULL, NULL) : NULL;
+	X509 *crt = ca && key ? make_cert(key, "127.0.0.1", ca, ca_key, san) : NULL;
 	bool ok = false;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {

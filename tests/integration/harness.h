@@ -214,6 +214,10 @@ struct ht_certs {
  * server.key). Two calls give two unrelated CAs. False on failure (reason printed). */
 bool ht_make_certs(const char *dir, const char *cn, struct ht_certs *out);
 
+/* The same, with the server certificate's subjectAltName <san> in OpenSSL's syntax
+ * ("DNS:other.example"): for name checks that must fail. */
+bool ht_make_certs_san(const char *dir, const char *cn, const char *san, struct ht_certs *out);
+
 /* ---- processes seen from outside: limits and /proc (Linux) ---- */
 
 /* ht_start with the child's RLIMIT_NOFILE soft limit set to <nofile> (its hard limit stays):

@@ -3,6 +3,7 @@
  * events never reach the upstream; other users' events in the same batch do; a request
  * with nothing left is answered 204 without contacting the upstream. */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,7 +82,8 @@ static void start_proxy(void)
 	               "   \"classes\": {\"imei\": {\"action\": \"hash\", \"length\": 16},"
 	               "                 \"idfa\": {\"action\": \"hash\", \"length\": 16}},"
 	               "   \"fields\": [{\"class\": \"imei\", \"keys\": [\"imei\"]},"
-	               "              {\"class\": \"idfa\", \"keys\": [\"idfa\"]}],"
+	               "              {\"class\": \"idfa\", \"keys\": [\"idfa\"]},"
+	               "              {\"keys\": [\"data\"], \"codec\": [\"base64\", \"json\"]}],"
 	               "   \"user\": {\"paths\": [\"$.distinct_id\"], \"headers\": [\"X-User-Id\"],"
 	               "              \"query\": [\"uid\"], \"form\": [\"uid\"]}}},"
 	               " \"routes\": [{\"path\": \"/push\", \"upstream\": \"rec\", \"ruleset\": "
@@ -150,6 +152,24 @@ Test(optout_proxy, opted_out_events_never_reach_the_upstream)
 	cr_assert_eq(r->resp[0].status, 204);
 	r = post("/f", "application/x-www-form-urlencoded", "", "uid=u-alice&imei=1");
 	cr_assert_eq(r->resp[0].status, 204);
+	/* A wrapper whose batch lost every event carries nothing: Segment-style ... */
+	r = post("/wrapped", "application/json", "",
+	         "{\"batch\":[{\"distinct_id\":\"u-alice\",\"imei\":\"1\"},"
+	         "{\"distinct_id\":\"u-alice\"}],\"sentAt\":\"2026-11-22T18:44:00Z\"}");
+	cr_assert_eq(r->resp[0].status, 204);
+	/* ... and Mixpanel-style, data=base64(JSON array) in a form. */
+	{
+		const char *ev = "[{\"distinct_id\":\"u-alice\",\"imei\":\"1\"}]";
+		unsigned char b64[128];
+		char form[256], *o = form;
+		EVP_EncodeBlock(b64, (const unsigned char *)ev, (int)strlen(ev));
+		o += sprintf(o, "data=");
+		for (const unsigned char *c = b64; *c; c++)
+			o += *c == '+' || *c == '/' || *c == '=' ? sprintf(o, "%%%02X", *c)
+			                                         : sprintf(o, "%c", *c);
+		r = post("/track", "application/x-www-form-urlencoded", "", form);
+		cr_assert_eq(r->resp[0].status, 204);
+	}
 	/* The route's scope decides: alice opted out of analytics, not of push. */
 	r = post("/push/send", "application/json", "", "{\"distinct_id\":\"u-alice\",\"t\":1}");
 	cr_assert_eq(r->resp[0].status, 200);
@@ -161,7 +181,7 @@ Test(optout_proxy, opted_out_events_never_reach_the_upstream)
 		                           TOKEN),
 		                    1, 5000);
 		cr_assert_not_null(strstr(r->resp[0].body,
-		                          "anonproxy_optout_hits_total{scope=\"analytics\"} 7"),
+		                          "anonproxy_optout_hits_total{scope=\"analytics\"} 10"),
 		                   "%s", r->resp[0].body);
 		cr_assert_not_null(
 		        strstr(r->resp[0].body,

@@ -3,8 +3,14 @@
  * client must get back: scrubbed bodies of every kind, framing, keep-alive on both sides,
  * pipelining, every smuggling and limit case refused with nothing forwarded, upstream
  * failures, reload under load, TLS on both sides, drain on SIGTERM. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +33,8 @@ struct env {
 	int port, admin;
 	const char *conf;  /* path of the configuration file */
 	const char *token; /* the admin token */
+	bool inspect;      /* start with --inspect */
+	bool log_bodies;   /* the /sink route's sink logs the bodies it gets */
 };
 
 static struct env E;
@@ -50,7 +58,7 @@ static const char *write_conf(const char *upstream_url, const char *extra)
 	               " \"admin\": {\"listen\": \"127.0.0.1:%d\", \"token_file\": "
 	               "\"admin.token\"},"
 	               " \"keys\": {\"active\": \"k1\", \"files\": {\"k1\": \"test.key\"}},"
-	               " \"upstreams\": {\"rec\": {\"url\": \"%s\"}},"
+	               " \"upstreams\": {\"rec\": {\"url\": \"%s\"}%s},"
 	               " \"rulesets\": {\"r\": {"
 	               "   \"detect\": [\"imei\", \"mac\", \"ip\"],"
 	               "   \"classes\": {\"imei\": {\"action\": \"hash\", \"length\": 16},"
@@ -63,13 +71,14 @@ static const char *write_conf(const char *upstream_url, const char *extra)
 	               "              {\"keys\": [\"data\"], \"codec\": [\"base64\", \"json\"]}],"
 	               "   \"headers\": [{\"name\": \"X-Device-Id\", \"class\": \"device_id\","
 	               "                  \"action\": \"hash\", \"length\": 16}]}},"
-	               " \"routes\": [{\"path\": \"/sink\", \"upstream\": \"sink\", \"ruleset\": "
+	               " \"routes\": [{\"path\": \"/sink\", \"upstream\": \"%s\", \"ruleset\": "
 	               "\"r\"},"
 	               "            {\"path\": \"/\", \"upstream\": \"rec\", \"ruleset\": \"r\"}]"
 	               " %s}",
 	               E.port, E.admin,
 	               upstream_url ? upstream_url : ht_fmt("http://127.0.0.1:%d", E.up.port),
-	               extra ? extra : "")));
+	               E.log_bodies ? ", \"logsink\": {\"sink\": true, \"log_bodies\": true}" : "",
+	               E.log_bodies ? "logsink" : "sink", extra ? extra : "")));
 	return path;
 }
 
@@ -78,7 +87,9 @@ static void start_proxy(const char *upstream_url, const char *extra)
 	E.port = ht_free_port();
 	E.admin = ht_free_port();
 	E.conf = write_conf(upstream_url, extra);
-	E.proxy = ht_start((const char *[]){ht_bin("anonproxy"), "-c", E.conf, NULL}, "proxy");
+	E.proxy = ht_start((const char *[]){ht_bin("anonproxy"), "-c", E.conf,
+	                                    E.inspect ? "--inspect" : NULL, NULL},
+	                   "proxy");
 	cr_assert(ht_wait_port(E.port, E.proxy, 5000), "proxy did not start: %s", ht_err(E.proxy));
 }
 
@@ -156,13 +167,16 @@ Test(proxy, json_body_scrubbed_exact_bytes_upstream)
 	raw = ht_rec_raw(&E.up, 1, &rl);
 	cr_assert_not_null(raw);
 	{
-		/* Everything the upstream got, to the byte. */
-		const char *head = ht_fmt("POST /v1/track?imei=%s&x=1 HTTP/1.1\r\n"
+		/* Everything the upstream got, to the byte: the query's IMEI has the pseudonym
+		 * the body's has (the same rule), the head is rebuilt as operations.md says. */
+		const char *at = strstr(want, "\"imei\":\"");
+		cr_assert_not_null(at);
+		const char *head = ht_fmt("POST /v1/track?imei=%.16s&x=1 HTTP/1.1\r\n"
 		                          "Host: 127.0.0.1:%d\r\n"
 		                          "Content-Type: application/json\r\n"
 		                          "X-Forwarded-For: 127.0.0.0\r\n"
 		                          "Content-Length: %zu\r\n\r\n",
-		                          "", E.up.port, el);
+		                          at + 8, E.up.port, el);
 		struct ht_msg *m = ht_rec_req(&E.up, 1);
 		cr_assert_eq(m->body_len, el);
 		cr_assert(memcmp(m->body, want, el) == 0, "body %s\nwant %s", m->body, want);
@@ -170,9 +184,10 @@ Test(proxy, json_body_scrubbed_exact_bytes_upstream)
 		cr_assert_null(strstr(raw, MAC));
 		cr_assert_null(strstr(raw, "oaid"), "dropped key reached the upstream");
 		/* The query's IMEI is hashed like the body's. */
-		cr_assert_not_null(strstr(m->target, "imei="));
-		cr_assert_eq(strncmp(raw + strlen("POST "), "/v1/track?imei=", 15), 0);
-		AP_UNUSED(head);
+		cr_assert_eq(rl, strlen(head) + el);
+		cr_assert_eq(memcmp(raw, head, strlen(head)), 0, "head:\n%.*s\nwant:\n%s",
+		             (int)strlen(head), raw, head);
+		cr_assert_eq(memcmp(raw + strlen(head), want, el), 0);
 		cr_assert_eq(ht_header_count(m, "X-Forwarded-For"), 1);
 		cr_assert_str_eq(ht_header(m, "X-Forwarded-For"), "127.0.0.0");
 		cr_assert_str_eq(ht_header(m, "Host"), ht_fmt("127.0.0.1:%d", E.up.port));
@@ -222,6 +237,22 @@ Test(proxy, path_segments_scrubbed)
 		}
 		cr_assert_not_null(strstr(log, "/v1/devices/:id/events/:id?x="), "%s", log);
 		cr_assert_not_null(strstr(log, "/q/:id?:id&imei=&:id="), "%s", log);
+		{
+			/* The access line: the client's address truncated, then the fields in
+			 * the order operations.md gives. */
+			const char *line = strstr(log, "/q/:id"), *bol = line;
+			while (bol > log && bol[-1] != '\n')
+				bol--;
+			const char *eol = strchr(line, '\n');
+			char *l = strndup(bol, eol ? (size_t)(eol - bol) : strlen(bol));
+			cr_assert_not_null(
+			        strstr(l, "Z 127.0.0.0 \"POST /q/:id?:id&imei=&:id=\" 200 "), "%s",
+			        l);
+			/* the MAC segment, the IMEI as a name and as a value, X-Forwarded-For */
+			cr_assert_not_null(strstr(l, " route=*/ findings=4"), "%s", l);
+			cr_assert_null(strstr(l, "127.0.0.1"), "%s", l);
+			free(l);
+		}
 		cr_assert_null(strstr(log, IMEI), "%s", log);
 		cr_assert_null(strstr(log, MAC), "%s", log);
 		cr_assert_null(strstr(log, "a4-5e-60-c2-17-9b"), "%s", log);
@@ -593,6 +624,45 @@ Test(proxy, upstream_down_502_slow_504)
 	cr_assert_eq(r->resp[0].status, 200);
 }
 
+/* An upstream whose accept queue is full: its kernel drops new SYNs, so a connect neither
+ * succeeds nor fails. The proxy gives up after upstream_connect_timeout_ms with 502. */
+Test(proxy, upstream_connect_timeout_502)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	int ls = socket(AF_INET, SOCK_STREAM, 0), fill[16], nfill = 0;
+	struct ht_result *r;
+	long t0, ms;
+
+	cr_assert(ls >= 0);
+	cr_assert_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(ls, 0), 0);
+	cr_assert_eq(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+	/* connect until one hangs: the queue is full */
+	for (;;) {
+		cr_assert(nfill < 16, "the accept queue never filled");
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		struct pollfd pf = {.fd = fd, .events = POLLOUT};
+		fill[nfill++] = fd;
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+			continue;
+		cr_assert_eq(errno, EINPROGRESS);
+		if (poll(&pf, 1, 200) == 0)
+			break;
+	}
+	start_proxy(ht_fmt("http://127.0.0.1:%d", ntohs(a.sin_port)),
+	            ",\"limits\": {\"upstream_connect_timeout_ms\": 300}");
+	t0 = ht_now_ms();
+	r = ht_exchange_str(E.port, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 1, 5000);
+	ms = ht_now_ms() - t0;
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 502);
+	cr_assert(ms >= 250 && ms < 2000, "502 after %ld ms, not after the 300 ms timeout", ms);
+	for (int i = 0; i < nfill; i++)
+		close(fill[i]);
+	close(ls);
+}
+
 Test(proxy, sink_answers_204_without_upstream)
 {
 	struct ht_result *r;
@@ -602,6 +672,70 @@ Test(proxy, sink_answers_204_without_upstream)
 	cr_assert_eq(r->nresp, 1);
 	cr_assert_eq(r->resp[0].status, 204);
 	cr_assert_eq(ht_rec_wait(&E.up, 1, 100), 0);
+}
+
+/* Waits until the proxy's stderr holds <what>; returns the text. */
+static const char *err_with(const char *what)
+{
+	const char *t = ht_err(E.proxy);
+	for (int i = 0; i < 100 && !strstr(t, what); i++) {
+		usleep(20000);
+		t = ht_err(E.proxy);
+	}
+	return t;
+}
+
+/* --inspect: one block per request on stderr, the route, each finding with its class,
+ * where, action and the value masked, and what was forwarded; a refusal says why. No
+ * colour when stderr is not a terminal. With log_bodies the sink prints the scrubbed body. */
+Test(proxy, inspect_and_sink_log)
+{
+	const char *t, *blk;
+	struct ht_result *r;
+
+	E.inspect = E.log_bodies = true;
+	start_proxy(NULL, NULL);
+	r = ht_exchange_str(E.port,
+	                    ht_fmt("POST /v1/d/%s?imei=%s HTTP/1.1\r\nHost: x\r\n"
+	                           "X-Device-Id: dev-1\r\nContent-Type: application/json\r\n"
+	                           "Content-Length: %zu\r\n\r\n{\"mac\":\"%s\",\"n\":1}",
+	                           IMEI, IMEI, strlen(MAC) + 16, MAC),
+	                    1, 5000);
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200);
+	t = err_with("forwarded");
+	blk = strstr(t, "POST /v1/d/:id?imei=  route */ -> rec (ruleset r)\n");
+	cr_assert_not_null(blk, "%s", t);
+	cr_assert_not_null(
+	        strstr(blk,
+	               "  imei       path   hash        ************09   path:[2]  (detected)\n"),
+	        "%s", blk);
+	cr_assert_not_null(
+	        strstr(blk, "  imei       query  hash        ************09   query:imei\n"), "%s",
+	        blk);
+	cr_assert_not_null(
+	        strstr(blk,
+	               "  device_id  header hash        ***-1            header:X-Device-Id\n"),
+	        "%s", blk);
+	cr_assert_not_null(strstr(blk, "  mac        body   hash        ************9b   $.mac\n"),
+	                   "%s", blk);
+	cr_assert_not_null(strstr(blk, "  forwarded 32 body bytes\n"), "%s", blk);
+	/* a refusal */
+	r = post("/bad", "application/json", "{\"imei\":");
+	cr_assert_eq(r->resp[0].status, 400);
+	t = err_with("REFUSED");
+	blk = strstr(t, "POST /bad  route */ -> rec (ruleset r)\n");
+	cr_assert_not_null(blk, "%s", t);
+	cr_assert_not_null(strstr(blk, "  REFUSED: unexpected end of JSON\n"), "%s", blk);
+	/* the sink's log: the body as forwarded, pseudonyms and all */
+	r = post("/sink/x", "application/json", ht_fmt("{\"imei\":\"%s\"}", IMEI));
+	cr_assert_eq(r->resp[0].status, 204);
+	t = err_with("sink: route");
+	cr_assert_not_null(strstr(t, "sink: route */sink, 27 scrubbed body bytes\n{\"imei\":\""),
+	                   "%s", t);
+	cr_assert_null(strstr(t, IMEI), "%s", t);
+	cr_assert_null(strstr(t, MAC), "%s", t);
+	cr_assert_null(strstr(t, "\033["), "colour on a pipe");
 }
 
 Test(proxy, headers_scrubbed)
@@ -626,6 +760,79 @@ Test(proxy, headers_scrubbed)
 	cr_assert_str_neq(ht_header(m, "X-Device-Id"), "dev-12345");
 	cr_assert_null(ht_header(m, "X-Hop"), "headers named in Connection are hop-by-hop");
 	cr_assert_null(ht_header(m, "Keep-Alive"));
+}
+
+static struct ht_result *admin_reload(void)
+{
+	return ht_exchange_str(
+	        E.admin,
+	        ht_fmt("POST /reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n"
+	               "Content-Length: 0\r\n\r\n",
+	               E.token),
+	        1, 5000);
+}
+
+/* A reload swaps the rulesets whole: requests that begin after it get the new ones, on a
+ * new connection and on a kept-alive one, while a request whose head arrived before it
+ * finishes under the old ones. */
+Test(proxy, reload_swaps_rulesets_request_keeps_its_own)
+{
+	struct ht_client *ka, *slow;
+	struct ht_result *r;
+	const char *body = ht_fmt("{\"imei\":\"%s\",\"mac\":\"%s\"}", IMEI, MAC);
+	const char *req = ht_fmt("POST /k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	                         "Content-Length: %zu\r\n\r\n%s",
+	                         strlen(body), body);
+	size_t n;
+	char *text;
+
+	start_proxy(NULL, NULL);
+	ka = ht_connect(E.port);
+	cr_assert_not_null(ka);
+	cr_assert(ht_send_str(ka, req));
+	r = ht_recv(ka, 1, 5000);
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200);
+	cr_assert_not_null(strstr(ht_rec_req(&E.up, 1)->body, "\"mac\":\""), "hashed, not dropped");
+	/* a request whose head is in but whose body is not */
+	slow = ht_connect(E.port);
+	cr_assert_not_null(slow);
+	cr_assert(ht_send(slow, req, strlen(req) - 5));
+	usleep(200000);
+	/* the new file: "mac" keys are dropped now */
+	text = ht_read(E.conf, &n);
+	cr_assert_not_null(strstr(text, "{\"class\": \"mac\", \"keys\": [\"mac\"]}"));
+	{
+		char *at = strstr(text, "{\"class\": \"mac\", \"keys\": [\"mac\"]}");
+		const char *nw = ht_fmt("%.*s{\"class\": \"mac\", \"keys\": [\"mac\"], \"action\": "
+		                        "\"drop\"}%s",
+		                        (int)(at - text), text,
+		                        at + strlen("{\"class\": \"mac\", \"keys\": [\"mac\"]}"));
+		cr_assert(ht_write_str(E.conf, nw));
+	}
+	r = admin_reload();
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200, "%s", r->resp[0].body);
+	usleep(300000); /* the workers take the new configuration from the master */
+	/* the slow request ends under the old ruleset */
+	cr_assert(ht_send_str(slow, req + strlen(req) - 5));
+	r = ht_recv(slow, 1, 5000);
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200);
+	cr_assert_not_null(strstr(ht_rec_req(&E.up, 2)->body, "\"mac\":\""), "%s",
+	                   ht_rec_req(&E.up, 2)->body);
+	/* the kept-alive connection and a new one get the new one */
+	cr_assert(ht_send_str(ka, req));
+	r = ht_recv(ka, 1, 5000);
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200);
+	cr_assert_null(strstr(ht_rec_req(&E.up, 3)->body, "mac"), "%s", ht_rec_req(&E.up, 3)->body);
+	r = post("/k2", "application/json", body);
+	cr_assert_eq(r->resp[0].status, 200);
+	cr_assert_null(strstr(ht_rec_req(&E.up, 4)->body, "mac"), "%s", ht_rec_req(&E.up, 4)->body);
+	cr_assert_not_null(strstr(ht_rec_req(&E.up, 4)->body, "\"imei\":\""));
+	ht_close(ka);
+	ht_close(slow);
 }
 
 Test(proxy, reload_under_load_no_failed_request)
@@ -773,6 +980,40 @@ Test(proxy, worker_restarted_after_crash)
 	r = ht_exchange_str(E.port, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n", 1, 5000);
 	cr_assert_eq(r->nresp, 1);
 	cr_assert_eq(r->resp[0].status, 200);
+}
+
+/* An https upstream named by host name: the proxy sends that name as SNI and checks it
+ * against the certificate; a certificate for another name is refused like an untrusted
+ * one (502, nothing sent). */
+Test(proxy, https_upstream_sni_and_name_check)
+{
+	struct ht_certs pki, other;
+	struct ht_recorder tup;
+	struct ht_result *r;
+
+	cr_assert(ht_make_certs(ht_path("pki"), "anonproxy test CA", &pki));
+	cr_assert(ht_recorder_start(&tup, "tup", pki.cert, pki.key));
+	start_proxy(ht_fmt("https://localhost:%d\", \"ca_file\": \"%s", tup.port, pki.ca), NULL);
+	r = post("/s", "application/json", "{}");
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 200, "%s", ht_err(E.proxy));
+	cr_assert_not_null(ht_rec_req(&tup, 1));
+	cr_assert_str_eq(ht_read(ht_path("tup/req-0001.sni"), NULL), "localhost");
+	cr_assert_str_eq(ht_header(ht_rec_req(&tup, 1), "Host"), ht_fmt("localhost:%d", tup.port));
+	ht_stop(E.proxy, 5000);
+	E.proxy = 0;
+	ht_recorder_stop(&tup);
+
+	cr_assert(ht_make_certs_san(ht_path("pki2"), "anonproxy test CA 2", "DNS:other.example",
+	                            &other));
+	cr_assert(ht_recorder_start(&tup, "tup2", other.cert, other.key));
+	start_proxy(ht_fmt("https://localhost:%d\", \"ca_file\": \"%s", tup.port, other.ca), NULL);
+	r = post("/s", "application/json", "{}");
+	cr_assert_eq(r->nresp, 1);
+	cr_assert_eq(r->resp[0].status, 502);
+	cr_assert_eq(ht_rec_wait(&tup, 1, 300), 0,
+	             "a request went to a certificate for another name");
+	ht_recorder_stop(&tup);
 }
 
 Test(proxy, https_upstream_verified_and_tls_listener)

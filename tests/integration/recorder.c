@@ -6,7 +6,8 @@
  * recorder -l HOST:PORT -d DIR [--tls CERT KEY] [--port-file FILE]
  *
  * In DIR, per complete request N (1, 2, … in the order requests complete, over all
- * connections): req-NNNN.http holds the head and the body exactly as received, and then a
+ * connections): req-NNNN.http holds the head and the body exactly as received (over TLS,
+ * req-NNNN.sni the server name the client asked for, "-" for none), and then a
  * line "<N> conn=<id> <method> <target> body=<bytes>" is appended to DIR/log (body = the
  * decoded body's length). The log line is written after the file, so it is the commit mark.
  * DIR/conns gets "open conn=<id>", "bad conn=<id> reason=<why>" and
@@ -819,6 +820,18 @@ static void complete(struct conn *c, struct evbuffer *in)
 	c->nreq++;
 	snprintf(name, sizeof(name), "req-%04u.http", r->n);
 	save(s, name, in, c->pos);
+	if (c->tls) {
+		/* the server name the client sent (SNI), or "-": req-NNNN.sni */
+		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+		const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+		struct evbuffer *t = evbuffer_new();
+		if (t) {
+			evbuffer_add_printf(t, "%s", sni ? sni : "-");
+			snprintf(name, sizeof(name), "req-%04u.sni", r->n);
+			save(s, name, t, evbuffer_get_length(t));
+			evbuffer_free(t);
+		}
+	}
 	evbuffer_drain(in, c->pos);
 	c->pos = 0;
 	c->phase = P_HEAD;
