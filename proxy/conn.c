@@ -782,7 +782,6 @@ static void process(struct ap_conn *c, struct ap_span body)
 	/* What the client sent for this request is no longer needed. */
 	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
 	c->head_base = NULL;
-	ap_metric_add(&w->stats->bytes_in, c->req_bytes);
 	ap_metric_add(&w->stats->bytes_upstream, evbuffer_get_length(fwd));
 
 	if (uc->sink) {
@@ -808,7 +807,6 @@ optout:
 	evbuffer_drain(fwd, evbuffer_get_length(fwd));
 	evbuffer_drain(ap_io_in(c->cl), c->req_bytes);
 	c->head_base = NULL;
-	ap_metric_add(&w->stats->bytes_in, c->req_bytes);
 	c->why = "opted out";
 	respond(c, 204, NULL, true);
 	return;
@@ -1058,6 +1056,8 @@ static void finish_request(struct ap_conn *c)
 	ap_metric_add(&w->stats->requests[c->route ? c->route_slot : AP_ROUTE_SLOTS]
 	                                 [ap_metrics_status_slot(c->status)],
 	              1);
+	/* bytes in as the access log counts them: refused requests' too */
+	ap_metric_add(&w->stats->bytes_in, c->req_bytes);
 	ap_metric_add(&w->stats->bytes_out, c->resp_bytes);
 	ap_metrics_latency(w->stats, us);
 	ap_log_access(w, &(struct ap_access){c->peer_log, c->method, c->logpath, c->status,

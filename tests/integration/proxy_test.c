@@ -919,9 +919,32 @@ Test(proxy, metrics_count_requests_and_fields)
 	struct ht_result *r;
 	const char *body;
 
+	const char *b1 = ht_fmt("{\"imei\":\"%s\",\"mac\":\"%s\"}", IMEI, MAC);
+	const char *req[3] = {
+	        ht_fmt("POST /m HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	               "Content-Length: %zu\r\n\r\n%s",
+	               strlen(b1), b1),
+	        "POST /m HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	        "Content-Length: 5\r\n\r\n{\"x\":",
+	        "GET /reset HTTP/1.1\r\nHost: x\r\n\r\n",
+	};
+	const int want[3] = {200, 400, 502};
+	size_t in = 0, out = 0, up = 0;
+
 	start_proxy(NULL, NULL);
-	post("/m", "application/json", ht_fmt("{\"imei\":\"%s\",\"mac\":\"%s\"}", IMEI, MAC));
-	post("/m", "application/json", "{\"x\":");
+	for (int i = 0; i < 3; i++) {
+		r = ht_exchange_str(E.port, req[i], 1, 5000);
+		cr_assert_eq(r->nresp, 1);
+		cr_assert_eq(r->resp[0].status, want[i]);
+		in += strlen(req[i]);
+		out += r->raw_len;
+	}
+	ht_rec_raw(&E.up, 1, &up);
+	{
+		size_t n2;
+		ht_rec_raw(&E.up, 2, &n2); /* the /reset request reached the upstream too */
+		up += n2;
+	}
 	r = ht_exchange_str(
 	        E.admin,
 	        ht_fmt("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n\r\n",
@@ -937,7 +960,37 @@ Test(proxy, metrics_count_requests_and_fields)
 	        strstr(body, "anonproxy_fields_total{class=\"imei\",action=\"hash\"} 1"));
 	cr_assert_not_null(strstr(body, "anonproxy_fields_total{class=\"mac\",action=\"hash\"} 1"));
 	cr_assert_not_null(strstr(body, "anonproxy_refusals_total{reason=\"decode\"} 1"));
-	cr_assert_not_null(strstr(body, "anonproxy_request_duration_seconds_count 2"));
+	cr_assert_not_null(strstr(body, "anonproxy_requests_total{route=\"*/\",status=\"502\"} 1"));
+	cr_assert_not_null(strstr(body, "anonproxy_upstream_errors_total{kind=\"reset\"} 1"), "%s",
+	                   body);
+	cr_assert_not_null(strstr(body, "anonproxy_upstream_errors_total{kind=\"connect\"} 0"));
+	/* bytes: what the client sent and got, what the upstream got, to the byte */
+	cr_assert_not_null(
+	        strstr(body, ht_fmt("anonproxy_bytes_total{direction=\"in\"} %zu\n", in)),
+	        "in %zu out %zu upstream %zu\n%s", in, out, up, body);
+	cr_assert_not_null(
+	        strstr(body, ht_fmt("anonproxy_bytes_total{direction=\"out\"} %zu\n", out)));
+	cr_assert_not_null(
+	        strstr(body, ht_fmt("anonproxy_bytes_total{direction=\"upstream\"} %zu\n", up)),
+	        "%s", body);
+	/* the histogram: cumulative buckets ending in +Inf = count */
+	cr_assert_not_null(strstr(body, "anonproxy_request_duration_seconds_count 3"));
+	cr_assert_not_null(
+	        strstr(body, "anonproxy_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+	{
+		const char *b = body;
+		long prev = 0, n = 0;
+		while ((b = strstr(b, "anonproxy_request_duration_seconds_bucket{le=\""))) {
+			long v = strtol(strchr(b, '}') + 2, NULL, 10);
+			cr_assert_geq(v, prev, "buckets are cumulative");
+			prev = v;
+			n++;
+			b++;
+		}
+		cr_assert_eq(n, 15, "14 buckets and +Inf");
+	}
+	/* the three requests' connections and ht_wait_port's probe */
+	cr_assert_not_null(strstr(body, "anonproxy_connections_accepted_total 4\n"), "%s", body);
 	cr_assert_null(strstr(body, IMEI));
 }
 
