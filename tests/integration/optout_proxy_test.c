@@ -4,6 +4,7 @@
  * with nothing left is answered 204 without contacting the upstream. */
 #include <criterion/criterion.h>
 #include <openssl/evp.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -231,4 +232,87 @@ Test(optout_proxy, table_rebuilt_after_loss)
 	cr_assert_eq(r->resp[0].status, 200);
 	cr_assert_null(strstr(ht_rec_req(&E.up, 1)->body, "u-erin"));
 	cr_assert_not_null(strstr(ht_err(E.proxy), "rebuilt"), "%s", ht_err(E.proxy));
+}
+
+/* The worker of pid <master> (one worker): the process whose parent it is, from
+ * /proc/<pid>/stat. */
+static pid_t the_worker(pid_t master)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t found = 0;
+
+	cr_assert_not_null(d);
+	while (!found && (de = readdir(d))) {
+		char s[512], *rp;
+		int ppid;
+		FILE *f;
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		if (!(f = fopen(ht_fmt("/proc/%s/stat", de->d_name), "r")))
+			continue;
+		/* pid (comm) state ppid: comm may hold spaces, so read after the last ')' */
+		if (fgets(s, sizeof(s), f) && (rp = strrchr(s, ')')) &&
+		    sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == (int)master)
+			found = (pid_t)atoi(de->d_name);
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Fail closed: a worker that cannot map the table (the segment lost, and not rebuilt
+ * because the journal directory is gone) answers 503 on routes with user rules and sends
+ * nothing; once the master can rebuild it, the worker maps it and the opt-outs in the
+ * journal apply again. */
+Test(optout_proxy, no_table_503_then_rebuilt)
+{
+	const char *moved = ht_fmt("%s.moved", E.dir),
+	           *batch = "[{\"distinct_id\":\"u-gil\"},{\"distinct_id\":\"u-hal\"}]";
+	struct ht_result *r;
+	pid_t w;
+	int got503 = 0, st = 0;
+
+	anonctl((const char *[]){"add", "u-gil", "--scope", "analytics", NULL});
+	start_proxy();
+	r = post("/b", "application/json", "", batch);
+	cr_assert_eq(r->resp[0].status, 200);
+	/* the segment and the journal directory go; the worker restarts without a mapping */
+	cr_assert_eq(rename(E.dir, moved), 0);
+	cr_assert(ht_write_str(E.dir, "not a directory"));
+	shm_unlink(E.shm);
+	w = the_worker(E.proxy);
+	cr_assert(w > 0);
+	cr_assert_eq(kill(w, SIGKILL), 0);
+	for (int i = 0; i < 100 && got503 < 3; i++) {
+		r = post("/b", "application/json", "", batch);
+		cr_assert_eq(r->nresp, 1);
+		st = r->resp[0].status;
+		cr_assert(st == 503 || st == 200, "status %d", st);
+		if (st == 503) {
+			got503++;
+			cr_assert_not_null(strstr(r->resp[0].body, "opt-out table"), "%s",
+			                   r->resp[0].body);
+		}
+		ht_sleep_ms(100);
+	}
+	cr_assert_eq(got503, 3, "the new worker never answered 503");
+	cr_assert_eq(ht_rec_wait(&E.up, 2, 200), 1, "a request went upstream without the table");
+	/* the journal is back: the master rebuilds the segment within its 5 s check */
+	cr_assert_eq(unlink(E.dir), 0);
+	cr_assert_eq(rename(moved, E.dir), 0);
+	for (int i = 0; i < 100 && st != 200; i++) {
+		ht_sleep_ms(100);
+		r = post("/b", "application/json", "", batch);
+		st = r->resp[0].status;
+	}
+	cr_assert_eq(st, 200, "the table was not rebuilt: %s", ht_err(E.proxy));
+	cr_assert_null(strstr(ht_rec_req(&E.up, 2)->body, "u-gil"),
+	               "the journal's opt-out is lost");
+	cr_assert_not_null(strstr(ht_rec_req(&E.up, 2)->body, "u-hal"));
+	r = admin("GET", "/metrics", "");
+	cr_assert_not_null(strstr(r->resp[0].body,
+	                          "anonproxy_refusals_total{reason=\"optout_unavailable\"} "));
+	cr_assert_null(strstr(r->resp[0].body,
+	                      "anonproxy_refusals_total{reason=\"optout_unavailable\"} 0\n"));
 }
