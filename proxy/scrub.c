@@ -249,12 +249,14 @@ static const char *text_match(struct ap_scrub *sc, const char *s, const char *e,
 
 int ap_scrub_text(struct ap_scrub *sc, const char *v, size_t n, struct ap_buf *out, bool *changed)
 {
-	const char *p = v, *e = v + n, *copied = v;
+	const char *p, *e, *copied;
 	size_t before = out->len;
 
 	*changed = false;
 	if (!sc->rs->detect_text || !sc->rs->detect || n < 6)
-		return AP_OK;
+		return AP_OK; /* an empty value may have no buffer: v NULL */
+	p = copied = v;
+	e = v + n;
 	if (!text_char['0'])
 		text_init();
 	while (p < e) {

@@ -379,13 +379,15 @@ int ap_scrub_path(struct ap_scrub *sc, struct ap_span in, struct ap_buf *out, bo
 	struct ap_level *lv = &sc->lv[0];
 	enum ap_where where = sc->where;
 	size_t plen = sc->pathlen;
-	const char *p = in.p, *e = in.p + in.n, *copied = in.p;
+	const char *p, *e, *copied;
 	int rc = AP_OK;
 	size_t idx = 0;
 
 	*changed = false;
 	if (!sc->rs->path || !sc->rs->detect || in.n == 0)
 		return AP_OK;
+	p = copied = in.p;
+	e = in.p + in.n;
 	sc->where = AP_WHERE_PATH;
 	if (sc->finding_cb)
 		ap_scrub_path_key(sc, "path:", 5);

@@ -177,6 +177,12 @@ Test(scrub_text, form_values)
 	cr_assert(changed);
 	cr_assert_eq(out.len, strlen(want), "%.*s", (int)out.len, out.p);
 	cr_assert(memcmp(out.p, want, out.len) == 0, "%.*s", (int)out.len, out.p);
+	/* empty values (no buffer behind them: found by form_fuzz under UBSan) */
+	ap_scrub_begin(&sc, sc.rs, 64, 1 << 20);
+	ap_buf_free(&out);
+	cr_assert_eq(ap_scrub_form(&sc, AP_SPAN("e=&f&g=%41"), &out, &changed), AP_OK);
+	cr_assert(!changed);
+	cr_assert_str_eq(json_text(""), "");
 }
 
 Test(scrub_text, off_by_default)
