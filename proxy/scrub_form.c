@@ -128,6 +128,8 @@ static int pair_value(struct fscan *f, const struct ap_field *fl, const char *v,
 			detected = true;
 		} else {
 			bool ch = false;
+			if (AP_LIKELY(!sc->rs->detect_text))
+				return AP_OK;
 			if (ap_scrub_text(sc, lv->val.p, lv->val.len, &lv->rep, &ch) != AP_OK)
 				return AP_ERR;
 			if (!ch)

@@ -84,6 +84,22 @@ static int remove_item(struct jscan *j, unsigned kept, const char *sep, const ch
 	return AP_OK;
 }
 
+/* A string value no rule names and no detector recognises whole, under detect_in_text:
+ * its words go to the detectors. Out of line, off the common path. */
+static __attribute__((noinline)) const char *text_value(struct jscan *j, const char *p,
+                                                        const char *e, const char *v, size_t n)
+{
+	struct ap_level *lv = j->lv;
+	bool ch = false;
+
+	ap_buf_clear(&lv->rep);
+	if (ap_scrub_text(j->sc, v, n, &lv->rep, &ch) != AP_OK)
+		return NULL;
+	if (ch && replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
+		return NULL;
+	return e;
+}
+
 /* A string value. Decodes it only when a rule or a detector needs to look at it. */
 static const char *string_value(struct jscan *j, const char *p, const struct ap_field *rule,
                                 bool *drop)
@@ -122,15 +138,7 @@ static const char *string_value(struct jscan *j, const char *p, const struct ap_
 	} else if ((act = ap_scrub_detect(j->sc, v, n, false))) {
 		detected = true;
 	} else {
-		bool ch = false;
-		if (!j->rs->detect_text)
-			return e;
-		ap_buf_clear(&lv->rep);
-		if (ap_scrub_text(j->sc, v, n, &lv->rep, &ch) != AP_OK)
-			return NULL;
-		if (ch && replace(j, p, e, lv->rep.p, lv->rep.len, false) != AP_OK)
-			return NULL;
-		return e;
+		return AP_LIKELY(!j->rs->detect_text) ? e : text_value(j, p, e, v, n);
 	}
 	if (act->act == AP_ACT_KEEP || act->act == AP_ACT_DROP) {
 		ap_scrub_found(j->sc, act, v, n, detected);
