@@ -25,7 +25,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char CONF[] =
+static const char CONF_TEXT[] =
         "{\"keys\": {\"active\": \"f\", \"files\": {\"f\": \"fuzz.key\"}},"
         " \"rulesets\": {"
         "  \"keep\": {\"fields\": [{\"keys\": [\"p\"], \"codec\": [\"pairs\"]},"
@@ -54,7 +54,7 @@ static void cleanup(void)
 
 static void init(void)
 {
-	conf = fuzz_conf("pairs", CONF, &sc);
+	conf = fuzz_conf("pairs", CONF_TEXT, &sc);
 	atexit(cleanup);
 }
 

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 	" {\"path\": \"1.7.9\", \"type\": \"string\"" D "}, {\"path\": \"1.7\", \"type\": "        \
 	"\"message\"}]"
 
-static const char CONF[] =
+static const char CONF_TEXT[] =
         "{\"keys\": {\"active\": \"f\", \"files\": {\"f\": \"fuzz.key\"}},"
         " \"rulesets\": {"
         "  \"keep\": {\"fields\": [{\"keys\": [\"pb\"], \"codec\": [{\"name\": \"protobuf\", "
@@ -71,7 +71,7 @@ static void cleanup(void)
 
 static void init(void)
 {
-	conf = fuzz_conf("protobuf", CONF, &sc);
+	conf = fuzz_conf("protobuf", CONF_TEXT, &sc);
 	atexit(cleanup);
 }
 
