@@ -214,13 +214,22 @@ static void sset_free(struct sset *set)
 	free(set->n);
 }
 
-/* Input values: "imei" ones to <planted>, every other to <kept>; "f" values are forms
- * themselves (as far as they decode), up to the codec layer limit. */
+/* Input values: "imei" ones to <planted>, every other to <kept>, as it is and as
+ * detect_in_text rewrites it (a word dropped from a kept value may leave exactly a planted
+ * value: the fuzzer builds such pairs); "f" values are forms themselves (as far as they
+ * decode), up to the codec layer limit. */
 static void collect(const struct form *f, struct sset *planted, struct sset *kept, unsigned layer)
 {
 	for (size_t i = 0; i < f->n; i++) {
 		const struct pair *p = &f->p[i];
 		add(named(p, "imei") ? planted : kept, p->v, p->vn);
+		if (!named(p, "imei")) {
+			struct ap_buf t = {0};
+			bool ch = false;
+			if (ap_scrub_text(&sc, p->v, p->vn, &t, &ch) == AP_OK && ch)
+				add(kept, t.p, t.len);
+			ap_buf_free(&t);
+		}
 		if (named(p, "f") && layer < AP_LAYERS_MAX) {
 			struct form in;
 			if (form_parse(p->v, p->vn, &in)) {
@@ -249,8 +258,18 @@ static void check_values(const struct form *f, const struct sset *planted, const
 		 * may equal a planted one by chance. */
 		if (p->vn && p->v[0] != '*' && !ap_ip_parse(p->v, p->vn, (uint8_t[16]){0}) &&
 		    has(planted, p->v, p->vn) && !has(kept, p->v, p->vn) &&
-		    !a_pseudonym(planted, p->v, p->vn))
+		    !a_pseudonym(planted, p->v, p->vn)) {
+			fprintf(stderr, "value (key %.*s, layer %u): ", (int)p->kn, p->k, layer);
+			for (size_t b = 0; b < p->vn; b++)
+				fprintf(stderr,
+				        (unsigned char)p->v[i] < 0x20 ||
+				                        (unsigned char)p->v[i] > 0x7e
+				                ? "\\x%02x"
+				                : "%c",
+				        (unsigned char)p->v[b]);
+			fprintf(stderr, "\n");
 			fail("an imei value survived");
+		}
 		if (named(p, "f") && layer < AP_LAYERS_MAX + 1) {
 			struct form in;
 			if (form_parse(p->v, p->vn, &in)) {
