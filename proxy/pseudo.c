@@ -515,7 +515,10 @@ static void fix_up(int cls, const char *in, size_t n, bool numeric, char *o)
  * digit becomes a hex digit in the value's case; otherwise digits become digits and ASCII
  * letters letters of the same case; everything else (separators,
  * '+', '@', '.', UTF-8 bytes) is kept. A JSON number only has its digits replaced (its 'e'
- * stays an exponent) and its first digit is drawn from 1-9, so it stays a valid number. */
+ * stays an exponent) and its first digit is drawn from 1-9, so it stays a valid number;
+ * from 1-8 for a 19-digit integer, so one that fitted a signed 64-bit integer still does
+ * (9 223 372 036 854 775 807 has 19 digits: parsers that read integers into int64 would
+ * refuse the pseudonym of a 19-digit ICCID otherwise). */
 static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const char *in, size_t n,
                     bool numeric, struct ap_buf *out)
 {
@@ -525,12 +528,20 @@ static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const cha
 	           (hex_shaped(in, n) || (is_mac_class(act->cls) && mac_shape(in, n, hex12)) ||
 	            (is_uuid_class(act->cls) && uuid_shape(in, n)));
 	bool first_digit = true;
+	unsigned first_max = 9; /* choices for a number's first digit: 1..first_max */
 	const char *hcase = hex ? hex_case(in, n, n) : hex_lc;
 	unsigned v = 0;
 	char *o;
 
 	if (n == 0)
 		return AP_OK;
+	if (numeric) {
+		size_t digits = 0, i = in[0] == '-';
+		while (i < n && is_digit((unsigned char)in[i]))
+			i++, digits++;
+		if (i == n && digits == 19)
+			first_max = 8;
+	}
 	if (canonical_hmac(ps, act->cls, in, n, st.block) != AP_OK)
 		return AP_ERR;
 	if (ap_buf_reserve(out, n) != AP_OK)
@@ -549,7 +560,8 @@ static int preserve(struct ap_pseudo *ps, const struct ap_action *act, const cha
 		} else if (is_digit(c)) {
 			/* 252 = 28 * 9 and 250 = 25 * 10: no modulo bias */
 			if (numeric && first_digit)
-				rc = draw_below(&st, 9, 252, &v);
+				rc = first_max == 9 ? draw_below(&st, 9, 252, &v)
+				                    : draw_below(&st, 8, 248, &v);
 			else
 				rc = draw_below(&st, 10, 250, &v);
 			o[i] = (char)('0' + v + (numeric && first_digit));

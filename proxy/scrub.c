@@ -257,6 +257,8 @@ int ap_scrub_text(struct ap_scrub *sc, const char *v, size_t n, struct ap_buf *o
 		return AP_OK; /* an empty value may have no buffer: v NULL */
 	p = copied = v;
 	e = v + n;
+	if (ap_buf_reserve(out, n) != AP_OK) /* a buffer even for an empty result */
+		goto nomem;
 	if (!text_char['0'])
 		text_init();
 	while (p < e) {

@@ -194,7 +194,8 @@ static void add(struct sset *set, const char *s, size_t n)
 	set->s[set->len] = malloc(n + 1);
 	if (!set->s[set->len])
 		abort();
-	memcpy(set->s[set->len], s, n);
+	if (n)
+		memcpy(set->s[set->len], s, n);
 	set->n[set->len++] = n;
 }
 

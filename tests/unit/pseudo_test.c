@@ -589,6 +589,30 @@ Test(pseudo, preserve_numeric_stays_a_json_number)
 	}
 }
 
+/* A 19-digit integer that fits a signed 64-bit integer keeps fitting (jansson and most
+ * parsers read integers into int64): its first digit is drawn from 1-8. Found by
+ * json_fuzz with a JSON-number ICCID. Shorter and longer numbers keep 1-9. */
+Test(pseudo, preserve_numeric_19_digits_fits_int64)
+{
+	int saw9 = 0;
+
+	for (int t = 0; t < 2000; t++) {
+		char in[32];
+		snprintf(in, sizeof(in), "%s89%017llu", t % 2 ? "-" : "",
+		         (unsigned long long)(rnd() % 100000000000000000ull));
+		const char *o = make(&ps_a, AP_CLASS_ICCID, AP_HASH_PRESERVE, 0, 0, in, true);
+		json_t *j = json_loads(o, JSON_DECODE_ANY, NULL);
+		cr_assert(j && json_is_integer(j), "%s -> %s does not fit int64", in, o);
+		json_decref(j);
+		cr_assert_eq(strlen(o), strlen(in));
+		cr_assert(o[t % 2] >= '1' && o[t % 2] <= '8', "%s -> %s", in, o);
+		/* 18 digits: the first may be 9 */
+		o = make(&ps_a, AP_CLASS_ICCID, AP_HASH_PRESERVE, 0, 0, in + (t % 2) + 1, true);
+		saw9 += o[0] == '9';
+	}
+	cr_assert_gt(saw9, 0, "18-digit numbers lost their 9s");
+}
+
 Test(pseudo, preserve_numeric_mac_stays_digits)
 {
 	/* a MAC class value sent as a JSON number: no MAC bit fix-up that could add a letter */
