@@ -9,35 +9,7 @@ cd "$(dirname "$0")/../.." || exit 2
 
 ANONCTL=${BIN:-bin}/anonctl
 CONF=conf/anonproxy.json
-if [ ! -x "$ANONCTL" ] || [ ! -f conf/dev.key ]; then
-	echo "not ok - $ANONCTL or conf/dev.key missing: run make first"
-	exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/anonctl_test.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-
-failed=0
-ok() { echo "ok - $*"; }
-not_ok() {
-	echo "not ok - $*"
-	failed=$((failed + 1))
-	# what anonctl said, for whoever reads the log
-	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err" | head -20
-}
-# check DESCRIPTION COMMAND...: ok when COMMAND succeeds.
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
-
-# scrub [anonctl scrub options...] < body: stdout to $T/out, stderr to $T/err, exit
-# status in $rc.
-scrub() {
-	"$ANONCTL" scrub "$@" >"$T/out" 2>"$T/err"
-	rc=$?
-}
+. tests/integration/anonctl_lib.sh anonctl_test
 
 # A JSON validator that is not ours: jq or python3, whichever is installed.
 if command -v jq >/dev/null 2>&1; then
@@ -58,8 +30,6 @@ check_json() {
 }
 
 absent() { ! grep -qiF -e "$1" "${@:2}"; }
-rc_is() { [ "$rc" = "$1" ]; }
-grep_q() { grep -qE -e "$1" "$2"; }
 # count_is N REGEX FILE: exactly N lines match.
 count_is() { [ "$(grep -cE -e "$2" "$3")" = "$1" ]; }
 # check_refused WHAT STATUS: the last scrub refused the request, exit 1, with STATUS.
@@ -248,8 +218,4 @@ scrub -c "$CONF" </dev/null
 check "usage error: exit 2" rc_is 2
 check "usage error: usage shown" grep_q '^usage: anonctl' "$T/err"
 
-if [ "$failed" -ne 0 ]; then
-	echo "# $failed check(s) failed"
-	exit 1
-fi
-echo "# all checks passed"
+finish

@@ -11,32 +11,7 @@ cd "$(dirname "$0")/../.." || exit 2
 ANONCTL=${BIN:-bin}/anonctl
 CONF=conf/anonproxy.json
 FIX=tests/fixtures/sdk
-if [ ! -x "$ANONCTL" ] || [ ! -f conf/dev.key ]; then
-	echo "not ok - $ANONCTL or conf/dev.key missing: run make first"
-	exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/profiles_test.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-
-failed=0
-ok() { echo "ok - $*"; }
-not_ok() {
-	echo "not ok - $*"
-	failed=$((failed + 1))
-	[ -s "$T/err" ] && sed 's/^/#   stderr: /' "$T/err" | head -20
-}
-check() {
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
-scrub() {
-	"$ANONCTL" scrub "$@" >"$T/out" 2>"$T/err"
-	rc=$?
-}
-rc_is() { [ "$rc" = "$1" ]; }
-grep_q() { grep -qE -e "$1" "$2"; }
+. tests/integration/anonctl_lib.sh profiles_test
 FORM='Content-Type: application/x-www-form-urlencoded'
 
 # What make_fixtures.py plants (and the MAC without its separators).
@@ -202,8 +177,4 @@ assert inner.endswith('|app:demo') and inner.startswith('dev_imei:')
 assert f['sig'] == hashlib.md5((f['p'] + f['ts']).encode()).hexdigest()
 "
 
-if [ "$failed" -ne 0 ]; then
-	echo "# $failed check(s) failed"
-	exit 1
-fi
-echo "# all checks passed"
+finish
